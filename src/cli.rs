@@ -1,0 +1,430 @@
+//! The command line: `run`, `check`, `once`, `simulate`, `demo`. Exit codes: 0 success,
+//! 1 a runtime failure (a machine did not answer in `once`, a port could not be opened),
+//! 2 an invalid configuration or command line. Logs go to stderr (env_logger, `RUST_LOG`);
+//! line protocol and summaries go to stdout.
+
+use crate::app;
+use crate::config::{self, Config, EndpointKind, InfluxApi, Measurement};
+use crate::poller::{transport_for, Poller};
+use crate::simulate;
+use crate::status::lock;
+use crate::uploader::buffer::MemoryBuffer;
+use crate::uploader::sink::{InfluxSink, StdoutSink};
+use clap::{Parser, Subcommand};
+use crossbeam_channel::{bounded, select, Receiver};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const EXIT_RUNTIME: i32 = 1;
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "dyeing-gateway",
+    version,
+    about = "Dyeing machines (Modbus TCP/RTU) to InfluxDB and the plant's batch API"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "/etc/machines.json")]
+    config: PathBuf,
+    /// `.env` file with INFLUX_URL, INFLUX_TOKEN, ... (default: `.env` beside the config).
+    #[arg(long, global = true)]
+    env_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the daemon; stops on SIGTERM or SIGINT).
+    Run {
+        /// Stop after this many seconds (for tests and benchmarks).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Validate the config and environment and print a summary, the write map and where each
+    /// value came from.
+    Check,
+    /// Poll every machine once and print line protocol (for commissioning).
+    Once,
+    /// Serve simulated dyeing machines for the machines in the config.
+    Simulate {
+        /// Listen on this host instead of each endpoint's ip_address (e.g. 127.0.0.1).
+        #[arg(long)]
+        bind_host: Option<String>,
+        /// Seconds per step of the simulated process.
+        #[arg(long, default_value_t = 20.0)]
+        step: f64,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Run the gateway against its own simulated machines, printing each write request.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+}
+
+/// SIGTERM, SIGINT (and later SIGHUP) arrive on this channel.
+fn signals() -> std::io::Result<Receiver<i32>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (tx, rx) = bounded(4);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Wait for SIGTERM/SIGINT or the duration.
+fn wait(sig: &Receiver<i32>, duration: Option<f64>) {
+    let timeout = duration
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::MAX);
+    select! {
+        recv(sig) -> s => log::info!("signal {} received: shutting down", s.unwrap_or(0)),
+        default(timeout) => log::info!("duration reached: shutting down"),
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, i32> {
+    let environment: HashMap<String, String> = std::env::vars().collect();
+    config::load(&config::Sources {
+        config: &cli.config,
+        env_file: cli.env_file.as_deref(),
+        environment: &environment,
+    })
+    .map_err(|e| {
+        eprintln!("configuration error in {}:", cli.config.display());
+        for err in &e.0 {
+            eprintln!("  {err}");
+        }
+        EXIT_CONFIG
+    })
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let result = match &cli.command {
+        Command::Run { duration } => run(&cli, *duration),
+        Command::Check => check(&cli),
+        Command::Once => once(&cli),
+        Command::Simulate {
+            bind_host,
+            step,
+            duration,
+        } => simulate_cmd(&cli, bind_host.as_deref(), *step, *duration),
+        Command::Demo { duration } => demo(&cli, *duration),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+fn runtime<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> i32 + '_ {
+    move |e| {
+        log::error!("{what}: {e}");
+        EXIT_RUNTIME
+    }
+}
+
+fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
+    let config = load(cli)?;
+    let Some(influx) = &config.influx else {
+        let problem = config
+            .influx_problem
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "configuration error in {}:\n  {problem}",
+            cli.config.display()
+        );
+        return Err(EXIT_CONFIG);
+    };
+    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        log::warn!(
+            "state directory {} is not usable: {e}",
+            config.state_dir.display()
+        );
+    }
+    let sink = InfluxSink::new(influx);
+    log::info!(
+        "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}",
+        env!("CARGO_PKG_VERSION"),
+        config.machines.len(),
+        config.endpoints.len(),
+        crate::uploader::sink::Sink::describe(&sink)
+    );
+    let running = app::start(
+        &config,
+        Box::new(sink),
+        Box::new(MemoryBuffer::new(influx.buffer_max_points)),
+        app::uploader_settings(&config),
+    )
+    .map_err(runtime("cannot start threads"))?;
+    wait(&sig, duration);
+    running.shutdown();
+    log::info!("stopped");
+    Ok(())
+}
+
+fn check(cli: &Cli) -> Result<(), i32> {
+    let config = load(cli)?;
+    print!("{}", summary(cli.config.as_path(), &config));
+    Ok(())
+}
+
+/// The `check` summary: what will be polled, written, and where each value came from.
+pub fn summary(path: &Path, c: &Config) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "config {}: valid", path.display());
+    let _ = writeln!(o, "state directory: {}", c.state_dir.display());
+    match (&c.influx, &c.influx_problem) {
+        (Some(i), _) => {
+            let api = match &i.api {
+                InfluxApi::V2 { org, bucket, token } => {
+                    format!("v2 API, org {org}, bucket {bucket}, token {token}")
+                }
+                InfluxApi::V1 {
+                    database, username, ..
+                } => format!(
+                    "1.x API, database {database}{}",
+                    username
+                        .as_ref()
+                        .map(|u| format!(", user {u}, password [redacted]"))
+                        .unwrap_or_default()
+                ),
+            };
+            let _ = writeln!(o, "influxdb: {} ({api})", i.url);
+        }
+        (None, Some(p)) => {
+            let _ = writeln!(
+                o,
+                "influxdb: not configured ({p}); `run` will refuse to start"
+            );
+        }
+        (None, None) => {}
+    }
+    let _ = writeln!(o, "values that the environment can set:");
+    for p in &c.provenance {
+        let _ = writeln!(o, "  {:<28} {:<40} from {}", p.key, p.shown, p.source);
+    }
+    let _ = writeln!(o, "endpoints:");
+    for e in &c.endpoints {
+        let _ = writeln!(
+            o,
+            "  {:<16} {} (timeout {:?}{}{})",
+            e.name,
+            e.describe(),
+            e.timeout,
+            if e.close_after_poll {
+                ", closed after each poll"
+            } else {
+                ""
+            },
+            if e.request_pause.is_zero() {
+                String::new()
+            } else {
+                format!(", {:?} between requests", e.request_pause)
+            }
+        );
+    }
+    let _ = writeln!(o, "machines:");
+    let (tx, _rx) = bounded(1);
+    for (ei, e) in c.endpoints.iter().enumerate() {
+        let poller = Poller::new(
+            c,
+            ei,
+            transport_for(e),
+            &vec![Default::default(); c.machines.len()],
+            tx.clone(),
+        );
+        for (name, groups) in poller.plan_summary() {
+            let Some(m) = c.machines.iter().find(|m| m.name == name) else {
+                continue;
+            };
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|(iv, n)| format!("{n} read block(s) every {:?}", iv))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {:<12} unit {:>3} on {:<16} {} registers; {}",
+                m.name,
+                m.unit_id,
+                e.name,
+                m.registers.len(),
+                groups.join(", ")
+            );
+            for meas in Measurement::ALL {
+                let names: Vec<&str> = m
+                    .registers
+                    .iter()
+                    .filter(|r| r.measurement == meas)
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if !names.is_empty() {
+                    let _ = writeln!(o, "      {:<22} {}", meas.as_str(), names.join(", "));
+                }
+            }
+        }
+    }
+    let _ = writeln!(o, "write map (the only registers the gateway ever writes):");
+    let mut any = false;
+    for m in &c.machines {
+        if let Some(b) = &m.batch_write {
+            any = true;
+            let _ = writeln!(
+                o,
+                "  {:<12} holding {}..={} (batch name, {} chars), holding {} (batch handshake){}",
+                m.name,
+                b.address,
+                b.address + b.registers - 1,
+                b.registers * 2,
+                b.handshake_address,
+                if b.enabled { "" } else { "  [writes disabled]" }
+            );
+        }
+    }
+    if !any {
+        let _ = writeln!(o, "  (none: no machine has batch_write)");
+    }
+    o
+}
+
+fn once(cli: &Cli) -> Result<(), i32> {
+    let config = load(cli)?;
+    let statuses: Vec<_> = config
+        .machines
+        .iter()
+        .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Default::default())))
+        .collect();
+    let (tx, _rx) = bounded(1);
+    let mut all_online = true;
+    for (ei, ep) in config.endpoints.iter().enumerate() {
+        let mut poller = Poller::new(&config, ei, transport_for(ep), &statuses, tx.clone());
+        for line in poller.poll_all_once() {
+            println!("{line}");
+        }
+    }
+    for st in &statuses {
+        let st: crate::status::MachineStatus = lock(st).clone();
+        if st.online != Some(true) {
+            all_online = false;
+            eprintln!(
+                "machine {} did not answer: {}",
+                st.name,
+                st.last_error.unwrap_or_default()
+            );
+        }
+    }
+    if all_online {
+        Ok(())
+    } else {
+        Err(EXIT_RUNTIME)
+    }
+}
+
+fn simulate_cmd(
+    cli: &Cli,
+    bind_host: Option<&str>,
+    step: f64,
+    duration: Option<f64>,
+) -> Result<(), i32> {
+    let config = load(cli)?;
+    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
+    let sim =
+        simulate::start(&config, bind_host, step).map_err(runtime("cannot start the simulator"))?;
+    for (name, addr) in &sim.addresses {
+        println!("simulating endpoint {name} on {addr}");
+    }
+    for e in &config.endpoints {
+        if let EndpointKind::Rtu(s) = &e.kind {
+            println!("simulating endpoint {} on serial {}", e.name, s.path);
+        }
+    }
+    wait(&sig, duration);
+    drop(sim);
+    Ok(())
+}
+
+/// The built-in demo configuration (two jet-dyeing HMIs on loopback).
+pub const DEMO_CONFIG: &str = include_str!("demo.json");
+
+fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
+    let mut config = if cli.config.exists() && cli.config != Path::new("/etc/machines.json") {
+        load(cli)?
+    } else {
+        let raw = config::parse(DEMO_CONFIG).map_err(|e| {
+            eprintln!("built-in demo config: {e}");
+            EXIT_CONFIG
+        })?;
+        config::validate_raw(raw).map_err(|e| {
+            eprintln!("built-in demo config: {e}");
+            EXIT_CONFIG
+        })?
+    };
+    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
+    let sim = simulate::start(&config, Some("127.0.0.1"), 5.0)
+        .map_err(runtime("cannot start the simulator"))?;
+    // Point the gateway at the ports the simulator actually got.
+    for ep in &mut config.endpoints {
+        if let (
+            EndpointKind::Tcp { host, port } | EndpointKind::RtuOverTcp { host, port },
+            Some(addr),
+        ) = (&mut ep.kind, sim.addresses.get(&ep.name))
+        {
+            *host = addr.ip().to_string();
+            *port = addr.port();
+        }
+    }
+    eprintln!(
+        "demo: {} simulated machines; each InfluxDB write request is printed below (Ctrl-C stops)",
+        config.machines.len()
+    );
+    let mut settings = app::uploader_settings(&config);
+    settings.rejected_file = None;
+    let running = app::start(
+        &config,
+        Box::new(StdoutSink { requests: 0 }),
+        Box::new(MemoryBuffer::new(100_000)),
+        settings,
+    )
+    .map_err(runtime("cannot start threads"))?;
+    wait(&sig, duration);
+    let board = running.board.clone();
+    running.shutdown();
+    drop(sim);
+    for m in board.snapshot().machines {
+        eprintln!(
+            "{}: online {:?}, {} polls, {} requests, {} points, errors {:?}",
+            m.name, m.online, m.polls, m.requests, m.points, m.errors
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! dyeing-gateway: polls dyeing machines over Modbus TCP/RTU, records what changed in
+//! InfluxDB, and ties the machines to the plant's batch system. See ARCHITECTURE.md for the
+//! data flow and the codemap; `main.rs` is the command line.
+
+pub mod app;
+pub mod backoff;
+pub mod change;
+pub mod cli;
+pub mod config;
+pub mod lineproto;
+pub mod modbus;
+pub mod poller;
+pub mod registers;
+pub mod secret;
+pub mod simulate;
+pub mod status;
+pub mod uploader;

@@ -1,0 +1,110 @@
+//! `Client`: a Modbus master on one transport. It numbers TCP transactions, builds requests with
+//! the codec, and turns a reply into data or a typed error. It holds no schedule: the endpoint
+//! poller decides what to ask and when.
+
+use super::codec::{self, BuildError, Exception, FrameError, Reply, Request};
+use super::transport::{Transport, TransportError};
+use crate::config::RegisterKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModbusError {
+    /// The device answered with a Modbus exception.
+    #[error("{0}")]
+    Exception(Exception),
+    /// The device answered with something that is not the reply (wrong unit, CRC, ...).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    /// Nothing (complete) came back, or the connection failed.
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error("{0}")]
+    Build(#[from] BuildError),
+}
+
+impl ModbusError {
+    /// A short stable name for counters and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModbusError::Exception(_) => "exception",
+            ModbusError::Frame(FrameError::Crc) => "crc",
+            ModbusError::Frame(FrameError::WrongUnit { .. }) => "wrong_unit",
+            ModbusError::Frame(_) => "bad_frame",
+            ModbusError::Transport(TransportError::Timeout(_)) => "timeout",
+            ModbusError::Transport(TransportError::Io(_)) => "connection",
+            ModbusError::Transport(TransportError::Frame(_)) => "bad_frame",
+            ModbusError::Build(_) => "request",
+        }
+    }
+}
+
+pub struct Client {
+    transport: Box<dyn Transport>,
+    transaction: u16,
+    /// Requests sent since the start (for the benchmark and the status page).
+    pub requests: u64,
+}
+
+impl Client {
+    pub fn new(transport: Box<dyn Transport>) -> Self {
+        Client {
+            transport,
+            transaction: 0,
+            requests: 0,
+        }
+    }
+
+    pub fn transport(&mut self) -> &mut dyn Transport {
+        self.transport.as_mut()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.transport.is_open()
+    }
+
+    pub fn framing_is_tcp(&self) -> bool {
+        self.transport.framing() == super::codec::Framing::Tcp
+    }
+
+    fn next_transaction(&mut self) -> u16 {
+        self.transaction = self.transaction.wrapping_add(1);
+        self.transaction
+    }
+
+    fn run(&mut self, req: Request) -> Result<Reply, ModbusError> {
+        self.requests += 1;
+        let adu = self.transport.exchange(&req)?;
+        match codec::parse(&req, &adu)? {
+            Reply::Exception(e) => Err(ModbusError::Exception(e)),
+            reply => Ok(reply),
+        }
+    }
+
+    pub fn read(
+        &mut self,
+        unit: u8,
+        kind: RegisterKind,
+        address: u16,
+        quantity: u16,
+    ) -> Result<Reply, ModbusError> {
+        let t = self.next_transaction();
+        let req = codec::read(self.transport.framing(), t, unit, kind, address, quantity)?;
+        self.run(req)
+    }
+
+    pub fn write_multiple(
+        &mut self,
+        unit: u8,
+        address: u16,
+        values: &[u16],
+    ) -> Result<(), ModbusError> {
+        let t = self.next_transaction();
+        let req = codec::write_multiple(self.transport.framing(), t, unit, address, values)?;
+        self.run(req).map(|_| ())
+    }
+
+    pub fn write_single(&mut self, unit: u8, address: u16, value: u16) -> Result<(), ModbusError> {
+        let t = self.next_transaction();
+        let req = codec::write_single(self.transport.framing(), t, unit, address, value)?;
+        self.run(req).map(|_| ())
+    }
+}

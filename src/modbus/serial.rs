@@ -1,0 +1,145 @@
+//! Modbus RTU on a serial line (RS-485). The port is opened with O_NOCTTY (it never becomes a
+//! controlling terminal) and reopened after an error (a USB adapter unplugged and back).
+//! Timing follows Modbus over serial line v1.02, 2.5.1.1: a request starts only after 3.5
+//! character times of silence since the last byte on the bus (fixed 1.75 ms above 19200 baud),
+//! and stray input is discarded before each request.
+
+use super::codec::{Framing, Request};
+use super::transport::{read_rtu_adu, Transport, TransportError};
+use crate::config::{Parity, SerialSettings};
+use serialport::{ClearBuffer, SerialPort, TTYPort};
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+/// Bits on the wire per character: start, data, parity, stop.
+pub fn bits_per_char(s: &SerialSettings) -> u32 {
+    1 + u32::from(s.data_bits) + u32::from(s.parity != Parity::None) + u32::from(s.stop_bits)
+}
+
+/// Time of one character on the wire.
+pub fn char_time(s: &SerialSettings) -> Duration {
+    Duration::from_secs_f64(f64::from(bits_per_char(s)) / f64::from(s.baudrate))
+}
+
+/// The inter-frame silence t3.5: 3.5 character times, or 1750 us above 19200 baud (2.5.1.1).
+pub fn t35(s: &SerialSettings) -> Duration {
+    if s.baudrate > 19200 {
+        Duration::from_micros(1750)
+    } else {
+        char_time(s).mul_f64(3.5)
+    }
+}
+
+/// The inter-character limit t1.5: 1.5 character times, or 750 us above 19200 baud.
+pub fn t15(s: &SerialSettings) -> Duration {
+    if s.baudrate > 19200 {
+        Duration::from_micros(750)
+    } else {
+        char_time(s).mul_f64(1.5)
+    }
+}
+
+pub struct SerialTransport {
+    settings: SerialSettings,
+    timeout: Duration,
+    port: Option<TTYPort>,
+    /// When the bus was last busy (end of our last request on the wire, or the last byte read).
+    last_activity: Instant,
+}
+
+impl SerialTransport {
+    pub fn new(settings: SerialSettings, timeout: Duration) -> Self {
+        SerialTransport {
+            settings,
+            timeout,
+            port: None,
+            last_activity: Instant::now(),
+        }
+    }
+}
+
+impl Transport for SerialTransport {
+    fn framing(&self) -> Framing {
+        Framing::Rtu
+    }
+
+    fn is_open(&self) -> bool {
+        self.port.is_some()
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        if self.port.is_some() {
+            return Ok(());
+        }
+        let s = &self.settings;
+        let port = serialport::new(&s.path, s.baudrate)
+            .data_bits(match s.data_bits {
+                5 => serialport::DataBits::Five,
+                6 => serialport::DataBits::Six,
+                7 => serialport::DataBits::Seven,
+                _ => serialport::DataBits::Eight,
+            })
+            .parity(match s.parity {
+                Parity::None => serialport::Parity::None,
+                Parity::Even => serialport::Parity::Even,
+                Parity::Odd => serialport::Parity::Odd,
+            })
+            .stop_bits(if s.stop_bits == 2 {
+                serialport::StopBits::Two
+            } else {
+                serialport::StopBits::One
+            })
+            .flow_control(serialport::FlowControl::None)
+            .timeout(self.timeout)
+            .open_native()
+            .map_err(io::Error::from)?;
+        self.port = Some(port);
+        self.last_activity = Instant::now();
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.port = None;
+    }
+
+    fn exchange(&mut self, req: &Request) -> Result<Vec<u8>, TransportError> {
+        let t35 = t35(&self.settings);
+        let char_time = char_time(&self.settings);
+        let timeout = self.timeout;
+        let Some(port) = self.port.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "port not open").into());
+        };
+        let quiet_until = self.last_activity + t35;
+        let now = Instant::now();
+        if quiet_until > now {
+            std::thread::sleep(quiet_until - now);
+        }
+        let io_result = port
+            .clear(ClearBuffer::Input)
+            .map_err(io::Error::from)
+            .and_then(|()| port.write_all(&req.adu))
+            .and_then(|()| port.flush());
+        if let Err(e) = io_result {
+            self.port = None;
+            return Err(e.into());
+        }
+        // write() returns once the bytes are queued; they are on the wire one char time each.
+        let sent_at = Instant::now();
+        let on_wire = char_time * req.adu.len() as u32;
+        let deadline = sent_at + on_wire + timeout;
+        let mut set = |p: &mut TTYPort, d: Duration| p.set_timeout(d).map_err(io::Error::from);
+        // Between bytes of one frame: generous against USB adapters' latency timers.
+        let inter_byte = (char_time * 2).max(Duration::from_millis(20));
+        let result = read_rtu_adu(port, deadline, inter_byte, &mut set);
+        self.last_activity = Instant::now();
+        match result {
+            Ok(adu) => Ok(adu),
+            Err((_, TransportError::Timeout(_))) => Err(TransportError::Timeout(timeout)),
+            Err((_, TransportError::Io(e))) => {
+                self.port = None;
+                Err(e.into())
+            }
+            Err((_, e)) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! The endpoint owner thread. One `Poller` per endpoint (a TCP HMI, a TCP-to-RTU gateway, a
+//! serial bus) owns its connection and schedules every machine (unit id) behind it by due time,
+//! so no two requests ever overlap on one connection and no lock is needed. Each machine's
+//! registers are grouped by poll interval (a *group*), each group pre-planned into read blocks.
+//!
+//! Failures: a connection that cannot be opened backs off (capped, jittered) for the whole
+//! endpoint; a machine that times out backs off alone, so a dead unit costs only its timeout;
+//! a block refused with exception 02 is split and the split kept; a register that cannot be
+//! read or decoded is skipped. Each state change is logged once, not once per poll.
+
+use crate::backoff::Backoff;
+use crate::change::Detector;
+use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
+use crate::modbus::codec::{exception, Reply};
+use crate::modbus::transport::{TcpTransport, Transport, TransportError};
+use crate::modbus::{Client, ModbusError};
+use crate::registers::plan::{self, ReadBlock};
+use crate::registers::{self, Value};
+use crate::status::{lock, unix_ms, Beat, MachineStatus};
+use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Registers of one machine polled at one interval.
+struct Group {
+    measurements: Vec<Measurement>,
+    interval: Duration,
+    blocks: Vec<ReadBlock>,
+    next_due: Instant,
+}
+
+/// One machine behind the endpoint.
+struct Unit {
+    machine: Machine,
+    groups: Vec<Group>,
+    detector: Detector,
+    status: Arc<Mutex<MachineStatus>>,
+    backoff: Backoff,
+    resume_at: Option<Instant>,
+    online: Option<bool>,
+    /// Per register: the problem it has now, so each change is logged once.
+    register_problem: Vec<Option<String>>,
+}
+
+pub struct Poller {
+    endpoint: Endpoint,
+    client: Client,
+    units: Vec<Unit>,
+    connect_backoff: Backoff,
+    next_connect: Instant,
+    connect_problem: Option<String>,
+    consecutive_timeouts: u32,
+    out: Sender<Vec<String>>,
+    beat: Option<Arc<Beat>>,
+}
+
+/// Open the transport an endpoint asks for.
+pub fn transport_for(ep: &Endpoint) -> Box<dyn Transport> {
+    match &ep.kind {
+        EndpointKind::Tcp { host, port } => Box::new(TcpTransport::new(host, *port, ep.timeout)),
+        EndpointKind::RtuOverTcp { host, port } => Box::new(
+            crate::modbus::transport::RtuOverTcpTransport::new(host, *port, ep.timeout),
+        ),
+        EndpointKind::Rtu(s) => Box::new(crate::modbus::serial::SerialTransport::new(
+            s.clone(),
+            ep.timeout,
+        )),
+    }
+}
+
+fn groups_for(m: &Machine, start: Instant) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for meas in Measurement::ALL {
+        if !m.registers.iter().any(|r| r.measurement == meas) {
+            continue;
+        }
+        let interval = m.intervals[meas.index()];
+        match groups.iter_mut().find(|g| g.interval == interval) {
+            Some(g) => g.measurements.push(meas),
+            None => groups.push(Group {
+                measurements: vec![meas],
+                interval,
+                blocks: Vec::new(),
+                next_due: start,
+            }),
+        }
+    }
+    for g in &mut groups {
+        let members: Vec<usize> = (0..m.registers.len())
+            .filter(|&i| g.measurements.contains(&m.registers[i].measurement))
+            .collect();
+        g.blocks = plan::plan(&m.registers, &members, &m.limits);
+    }
+    groups
+}
+
+impl Poller {
+    pub fn new(
+        config: &Config,
+        endpoint_index: usize,
+        transport: Box<dyn Transport>,
+        statuses: &[Arc<Mutex<MachineStatus>>],
+        out: Sender<Vec<String>>,
+    ) -> Self {
+        let endpoint = config.endpoints[endpoint_index].clone();
+        let start = Instant::now();
+        let units = config
+            .machines
+            .iter()
+            .zip(statuses)
+            .filter(|(m, _)| m.endpoint == endpoint_index)
+            .map(|(m, st)| {
+                {
+                    let mut s = lock(st);
+                    s.name = m.name.clone();
+                    s.endpoint = endpoint.describe();
+                    s.unit_id = m.unit_id;
+                }
+                Unit {
+                    groups: groups_for(m, start),
+                    detector: Detector::new(m, &config.tags, config.heartbeat),
+                    status: st.clone(),
+                    backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
+                    resume_at: None,
+                    online: None,
+                    register_problem: vec![None; m.registers.len()],
+                    machine: m.clone(),
+                }
+            })
+            .collect();
+        Poller {
+            connect_backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
+            client: Client::new(transport),
+            endpoint,
+            units,
+            next_connect: start,
+            connect_problem: None,
+            consecutive_timeouts: 0,
+            out,
+            beat: None,
+        }
+    }
+
+    /// Read blocks per machine and group, for `check` and the benchmark.
+    pub fn plan_summary(&self) -> Vec<(String, Vec<(Duration, usize)>)> {
+        self.units
+            .iter()
+            .map(|u| {
+                (
+                    u.machine.name.clone(),
+                    u.groups
+                        .iter()
+                        .map(|g| (g.interval, g.blocks.len()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The earliest (unit, group) due, and when.
+    fn next_due(&self) -> Option<(usize, usize, Instant)> {
+        let connected = self.client.is_open();
+        let mut best: Option<(usize, usize, Instant)> = None;
+        for (ui, u) in self.units.iter().enumerate() {
+            for (gi, g) in u.groups.iter().enumerate() {
+                let mut due = g.next_due;
+                if let Some(r) = u.resume_at {
+                    due = due.max(r);
+                }
+                if !connected {
+                    due = due.max(self.next_connect);
+                }
+                if best.is_none_or(|(_, _, b)| due < b) {
+                    best = Some((ui, gi, due));
+                }
+            }
+        }
+        best
+    }
+
+    /// Make sure the connection is open; on failure, back off the whole endpoint.
+    fn connect(&mut self, now: Instant) -> bool {
+        if self.client.is_open() {
+            return true;
+        }
+        match self.client.transport().open() {
+            Ok(()) => {
+                if let Some(p) = self.connect_problem.take() {
+                    log::info!("{}: connected again (was: {p})", self.endpoint.describe());
+                } else {
+                    log::debug!("{}: connected", self.endpoint.describe());
+                }
+                self.connect_backoff.reset();
+                true
+            }
+            Err(e) => {
+                let delay = self.connect_backoff.next();
+                self.next_connect = now + delay;
+                let text = format!("cannot connect to {}: {e}", self.endpoint.describe());
+                if self.connect_problem.as_deref() != Some(text.as_str()) {
+                    log::warn!(
+                        "{text}; retrying with backoff (up to {:?})",
+                        self.endpoint.backoff_max
+                    );
+                    self.connect_problem = Some(text.clone());
+                }
+                for ui in 0..self.units.len() {
+                    self.set_online(ui, false, Some(("connection", text.clone())));
+                }
+                false
+            }
+        }
+    }
+
+    fn set_online(&mut self, ui: usize, online: bool, error: Option<(&'static str, String)>) {
+        let u = &mut self.units[ui];
+        let mut st = lock(&u.status);
+        if let Some((kind, text)) = &error {
+            *st.errors.entry(kind).or_insert(0) += 1;
+            st.last_error = Some(text.clone());
+        }
+        if u.online != Some(online) {
+            let who = format!(
+                "machine {} (unit {} on {})",
+                u.machine.name,
+                u.machine.unit_id,
+                self.endpoint.describe()
+            );
+            match (online, &error) {
+                (true, _) => log::info!("{who} is online"),
+                (false, Some((_, text))) => log::warn!("{who} is offline: {text}"),
+                (false, None) => log::warn!("{who} is offline"),
+            }
+            u.online = Some(online);
+        }
+        st.online = Some(online);
+    }
+
+    fn register_problem(&mut self, ui: usize, r: usize, problem: Option<String>) {
+        let u = &mut self.units[ui];
+        if u.register_problem[r] == problem {
+            return;
+        }
+        let name = &u.machine.registers[r].name;
+        match &problem {
+            Some(p) => log::warn!("machine {}: register `{name}`: {p}", u.machine.name),
+            None => log::info!("machine {}: register `{name}` reads again", u.machine.name),
+        }
+        u.register_problem[r] = problem;
+    }
+
+    /// Poll one group of one machine: every read block, decode, change detection. Returns the
+    /// lines produced.
+    fn poll_group(&mut self, ui: usize, gi: usize, now: Instant) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.connect(now) {
+            return lines;
+        }
+        let ts = SystemTime::now();
+        let started = Instant::now();
+        let unit_id = self.units[ui].machine.unit_id;
+        let mut fatal: Option<ModbusError> = None;
+        let mut answered = false;
+        let mut i = 0;
+        let requests_before = self.client.requests;
+        while i < self.units[ui].groups[gi].blocks.len() {
+            if i > 0 && !self.endpoint.request_pause.is_zero() {
+                std::thread::sleep(self.endpoint.request_pause);
+            }
+            let b = self.units[ui].groups[gi].blocks[i].clone();
+            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
+                Ok(reply) => {
+                    answered = true;
+                    self.apply(ui, &b, &reply);
+                }
+                Err(ModbusError::Exception(e))
+                    if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
+                {
+                    answered = true;
+                    let u = &mut self.units[ui];
+                    if let Some(pieces) = plan::split(&u.machine.registers, &b, &u.machine.limits) {
+                        log::info!(
+                            "machine {}: {} {}+{} refused with exception 02; reading it as {} blocks from now on",
+                            u.machine.name,
+                            b.kind.as_str(),
+                            b.address,
+                            b.quantity,
+                            pieces.len()
+                        );
+                        u.groups[gi].blocks.splice(i..=i, pieces);
+                        continue;
+                    }
+                }
+                Err(ModbusError::Exception(e)) => {
+                    answered = true;
+                    self.count_error(ui, "exception", &e.to_string());
+                    for &r in &b.members {
+                        self.units[ui].detector.update(r, None);
+                        self.register_problem(ui, r, Some(e.to_string()));
+                    }
+                }
+                Err(e @ ModbusError::Transport(_)) => {
+                    fatal = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    // A garbled or misdirected reply: the block is lost for this poll. Over TCP
+                    // the stream is no longer trusted.
+                    self.count_error(ui, e.kind(), &e.to_string());
+                    for &r in &b.members {
+                        self.units[ui].detector.update(r, None);
+                    }
+                    if self.client.framing_is_tcp() {
+                        self.client.transport().close();
+                        fatal = Some(e);
+                        break;
+                    }
+                }
+            }
+            i += 1;
+        }
+        let latency = started.elapsed();
+        let requests = self.client.requests - requests_before;
+        match fatal {
+            Some(e) => {
+                let timeout = matches!(&e, ModbusError::Transport(TransportError::Timeout(_)));
+                let io = matches!(&e, ModbusError::Transport(TransportError::Io(_)));
+                if timeout {
+                    self.consecutive_timeouts += 1;
+                    // Several units timing out in a row: the link itself is dead (a half-open
+                    // socket after a power cut); reconnect.
+                    if self.consecutive_timeouts >= 2 && self.client.framing_is_tcp() {
+                        self.client.transport().close();
+                    }
+                }
+                if io {
+                    self.client.transport().close();
+                    self.next_connect = now + self.connect_backoff.next();
+                }
+                let u = &mut self.units[ui];
+                let delay = u.backoff.next();
+                u.resume_at = Some(Instant::now() + delay);
+                let text = format!("{e}");
+                self.set_online(ui, answered, Some((e.kind(), text)));
+            }
+            None => {
+                self.consecutive_timeouts = 0;
+                let u = &mut self.units[ui];
+                u.backoff.reset();
+                u.resume_at = None;
+                let measurements = u.groups[gi].measurements.clone();
+                u.detector.emit(&measurements, now, unix_ms(ts), &mut lines);
+                self.set_online(ui, true, None);
+            }
+        }
+        {
+            let u = &self.units[ui];
+            let mut st = lock(&u.status);
+            st.polls += 1;
+            st.requests += requests;
+            st.last_latency_ms = latency.as_secs_f64() * 1000.0;
+            st.points += lines.len() as u64;
+            if answered {
+                st.last_ok_ms = Some(unix_ms(ts));
+            }
+        }
+        if self.endpoint.close_after_poll {
+            self.client.transport().close();
+        }
+        lines
+    }
+
+    fn count_error(&mut self, ui: usize, kind: &'static str, text: &str) {
+        let mut st = lock(&self.units[ui].status);
+        *st.errors.entry(kind).or_insert(0) += 1;
+        st.last_error = Some(text.to_string());
+    }
+
+    /// Decode a block's reply into the machine's registers.
+    fn apply(&mut self, ui: usize, b: &ReadBlock, reply: &Reply) {
+        for &r in &b.members {
+            let reg = &self.units[ui].machine.registers[r];
+            let offset = usize::from(reg.address - b.address);
+            let decoded = match reply {
+                Reply::Words(w) => registers::decode_words(reg, &w[offset.min(w.len())..]),
+                Reply::Bits(bits) => match bits.get(offset) {
+                    Some(&bit) => Ok(registers::decode_bit(bit)),
+                    None => Err(registers::DecodeError::Short {
+                        got: bits.len(),
+                        need: offset + 1,
+                    }),
+                },
+                _ => continue,
+            };
+            let (value, problem): (Option<Value>, Option<String>) = match decoded {
+                Ok(v) => (Some(v), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            self.units[ui].detector.update(r, value);
+            self.register_problem(ui, r, problem);
+        }
+    }
+
+    fn advance(&mut self, ui: usize, gi: usize, now: Instant) {
+        let g = &mut self.units[ui].groups[gi];
+        g.next_due += g.interval;
+        if g.next_due <= now {
+            // Missed slots are skipped, keeping the schedule on its grid (no drift).
+            let behind = now.duration_since(g.next_due).as_nanos() / g.interval.as_nanos().max(1);
+            g.next_due += g.interval * (behind as u32 + 1);
+        }
+    }
+
+    fn send(&self, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut msg = lines;
+        let mut warned = false;
+        loop {
+            match self.out.send_timeout(msg, Duration::from_secs(1)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(m)) => {
+                    // Backpressure: the uploader is behind. Waiting delays polls; dropping
+                    // would lose data.
+                    if !warned {
+                        log::warn!("{}: uploader queue full; waiting", self.endpoint.describe());
+                        warned = true;
+                    }
+                    if let Some(b) = &self.beat {
+                        b.check_in();
+                    }
+                    msg = m;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    /// The thread's loop: poll what is due, wait for the next due time or shutdown.
+    pub fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
+        self.beat = Some(beat.clone());
+        loop {
+            beat.check_in();
+            let Some((ui, gi, due)) = self.next_due() else {
+                break;
+            };
+            let now = Instant::now();
+            if due > now {
+                let wait = (due - now).min(Duration::from_secs(1));
+                select! {
+                    recv(shutdown) -> _ => break,
+                    default(wait) => continue,
+                }
+            }
+            if matches!(shutdown.try_recv(), Err(TryRecvError::Disconnected)) {
+                break;
+            }
+            let lines = self.poll_group(ui, gi, now);
+            self.advance(ui, gi, now);
+            self.send(lines);
+        }
+        self.client.transport().close();
+    }
+
+    /// Poll every group of every machine once and return all current values as lines
+    /// (the `once` command). Machines that did not answer are reported by the status board.
+    pub fn poll_all_once(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for ui in 0..self.units.len() {
+            for gi in 0..self.units[ui].groups.len() {
+                let now = Instant::now();
+                self.next_connect = now;
+                self.poll_group(ui, gi, now);
+            }
+            self.units[ui]
+                .detector
+                .snapshot(unix_ms(SystemTime::now()), &mut lines);
+        }
+        self.client.transport().close();
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests;
