@@ -1,0 +1,11 @@
+//! Integration tests: one test binary, one module per area. Fixtures start real peers
+//! (pymodbus as an independent Modbus server, Debian's influxd 1.x, a fake speaking the
+//! InfluxDB 2 write API as documented) on loopback; on failure they print the peer's output
+//! and the gateway's log.
+
+mod util;
+
+mod cli;
+mod influx;
+mod tcp;
+mod v2;

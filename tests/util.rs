@@ -1,0 +1,454 @@
+//! Test fixtures: temporary directories, free loopback ports, the gateway binary, a pymodbus
+//! server, a real influxd, and a fake InfluxDB 2 write endpoint.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dyeing-gateway"))
+}
+
+/// The Python interpreter that has pymodbus: `DG_TEST_PYTHON`, else `.venv/bin/python` in the
+/// repository (what `.ci/run` creates).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("DG_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run .ci/run once (it creates the venv with the pinned pymodbus) or set DG_TEST_PYTHON",
+        p.display()
+    );
+    p
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "dg-test-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn wait_port(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || TcpStream::connect(("127.0.0.1", port)).is_ok())
+}
+
+/// A child process killed on drop, its output kept in a file for failure messages.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        self.signal("TERM");
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn dump(&self) -> String {
+        format!("--- {} output ---\n{}", self.name, self.output())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// pymodbus serving the register spec (see tests/peers/modbus_server.py).
+pub struct ModbusPeer {
+    pub proc: Proc,
+    pub port: u16,
+    pub spec: PathBuf,
+}
+
+impl ModbusPeer {
+    pub fn start(dir: &TempDir, spec: &serde_json::Value, mode: &str) -> ModbusPeer {
+        let spec_path = dir.write(&format!("spec-{}.json", fastrand::u32(..)), &spec.to_string());
+        Self::start_at(dir, &spec_path, mode, free_port())
+    }
+
+    pub fn start_at(dir: &TempDir, spec: &Path, mode: &str, port: u16) -> ModbusPeer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_server.py");
+        let proc = Proc::spawn(
+            &format!("pymodbus-{port}"),
+            Command::new(python())
+                .arg(script)
+                .arg("--spec")
+                .arg(spec)
+                .arg("--mode")
+                .arg(mode)
+                .arg("--port")
+                .arg(port.to_string()),
+            dir.path(),
+        );
+        assert!(
+            wait_port(port, Duration::from_secs(20)),
+            "pymodbus did not listen on {port}\n{}",
+            proc.dump()
+        );
+        ModbusPeer {
+            proc,
+            port,
+            spec: spec.to_path_buf(),
+        }
+    }
+}
+
+/// A real influxd (1.x) on a free loopback port, data in a temporary directory.
+pub struct Influxd {
+    pub proc: Proc,
+    pub port: u16,
+    pub db: String,
+    _dir: TempDir,
+}
+
+impl Influxd {
+    pub fn start() -> Influxd {
+        let dir = TempDir::new("influxd");
+        let port = free_port();
+        let rpc = free_port();
+        let d = dir.path().display();
+        let conf = dir.write(
+            "influxd.conf",
+            &format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [continuous_queries]\n  enabled = false\n"
+            ),
+        );
+        let proc = Proc::spawn(
+            "influxd",
+            Command::new("influxd").arg("-config").arg(&conf),
+            dir.path(),
+        );
+        let db = "dyeing".to_string();
+        let ok = wait_until(Duration::from_secs(30), || {
+            ureq::post(&format!("http://127.0.0.1:{port}/query"))
+                .send_form([("q", format!("CREATE DATABASE {db}").as_str())])
+                .is_ok()
+        });
+        assert!(ok, "influxd did not start\n{}", proc.dump());
+        Influxd {
+            proc,
+            port,
+            db,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Run an InfluxQL query; returns the first result's series.
+    pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
+        let mut resp = ureq::get(&format!("{}/query", self.url()))
+            .query("db", &self.db)
+            .query("q", q)
+            .query("epoch", "ms")
+            .call()
+            .unwrap_or_else(|e| panic!("query {q}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap_or_default())
+                .expect("query JSON");
+        v["results"][0]["series"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Rows of `SELECT * FROM m` as (column -> value) maps.
+    pub fn rows(&self, q: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let mut out = Vec::new();
+        for s in self.query(q) {
+            let cols: Vec<String> = s["columns"]
+                .as_array()
+                .map(|c| c.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+                .unwrap_or_default();
+            for row in s["values"].as_array().cloned().unwrap_or_default() {
+                let mut m = serde_json::Map::new();
+                for (c, v) in cols.iter().zip(row.as_array().cloned().unwrap_or_default()) {
+                    m.insert(c.clone(), v);
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+/// One request received by the fake InfluxDB 2.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub at: Instant,
+}
+
+/// The fake's answer to a request: status, extra headers, body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
+/// A fake InfluxDB 2 write endpoint: `respond` decides each answer from the request, the way
+/// InfluxDB 2 documents them (204 on success; JSON `{"code","message"}` bodies on errors).
+pub struct FakeInflux2 {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeInflux2 {
+    pub fn start(respond: impl Fn(&Received, usize) -> Answer + Send + 'static) -> FakeInflux2 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rec, st) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = serve_http(s, &rec, &respond);
+            }
+        });
+        FakeInflux2 {
+            port,
+            received,
+            stop,
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeInflux2 {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve_http(
+    s: TcpStream,
+    rec: &Arc<Mutex<Vec<Received>>>,
+    respond: &impl Fn(&Received, usize) -> Answer,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut w = s;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                if k == "content-length" {
+                    len = v.parse().unwrap_or(0);
+                }
+                headers.push((k, v));
+            }
+        }
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        let r = Received {
+            path,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            at: Instant::now(),
+        };
+        let n = {
+            let mut v = rec.lock().expect("lock");
+            v.push(r.clone());
+            v.len()
+        };
+        let (status, extra, body) = respond(&r, n);
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
+            body.len()
+        );
+        for (k, v) in extra {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        w.write_all(head.as_bytes())?;
+        w.write_all(body.as_bytes())?;
+        w.flush()?;
+    }
+}
+
+/// Run the gateway binary to completion.
+pub fn gateway(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    for var in [
+        "INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET", "API_URL_BATCH",
+        "API_TRIGGER_URL", "API_URL_STRINGS", "API_URL_STRINGS_CONF", "SERIAL_PORT", "BAUDRATE",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run the gateway")
+}
+
+pub fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+/// Parse `measurement,tags fields ts` lines (no escaped spaces in the test data's fields
+/// except inside quoted strings) into (measurement+tags, field map).
+pub fn parse_fields(line: &str) -> (String, Vec<(String, String)>) {
+    // Split at the first unescaped space outside quotes, twice.
+    let mut parts = Vec::new();
+    let (mut cur, mut quoted, mut esc) = (String::new(), false, false);
+    for c in line.chars() {
+        if esc {
+            cur.push(c);
+            esc = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                cur.push(c);
+                esc = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ' ' if !quoted => parts.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    let mut fields = Vec::new();
+    let (mut key, mut val, mut in_val, mut quoted, mut esc) =
+        (String::new(), String::new(), false, false, false);
+    for c in parts.get(1).cloned().unwrap_or_default().chars() {
+        if esc {
+            if in_val { val.push(c) } else { key.push(c) }
+            esc = false;
+            continue;
+        }
+        match c {
+            '\\' => esc = true,
+            '"' => quoted = !quoted,
+            '=' if !in_val && !quoted => in_val = true,
+            ',' if !quoted => {
+                fields.push((std::mem::take(&mut key), std::mem::take(&mut val)));
+                in_val = false;
+            }
+            _ => {
+                if in_val { val.push(c) } else { key.push(c) }
+            }
+        }
+    }
+    fields.push((key, val));
+    (parts[0].clone(), fields)
+}
