@@ -30,6 +30,10 @@ pub struct SimMachine {
     handshake_since: Option<Instant>,
     /// Seconds per running step, finish hold and idle (scaled down for the demo).
     step_s: f64,
+    /// Values pinned by a test or benchmark, by register index (they win over the signal).
+    overrides: BTreeMap<usize, f64>,
+    /// Requests answered, for benchmarks.
+    pub requests: u64,
 }
 
 /// The machines behind one endpoint, by unit id.
@@ -43,9 +47,19 @@ impl SimMachine {
             batch_no: 1,
             handshake_since: None,
             step_s,
+            overrides: BTreeMap::new(),
+            requests: 0,
         };
         m.update(0.0);
         m
+    }
+
+    /// Pin a numeric register to `value` (benchmarks use it to time a change end to end).
+    pub fn set_override(&mut self, name: &str, value: f64) {
+        if let Some(r) = self.machine.registers.iter().position(|r| r.name == name) {
+            self.overrides.insert(r, value);
+            self.set(r, value, None);
+        }
     }
 
     fn set(&mut self, r: usize, value: f64, text: Option<String>) {
@@ -125,6 +139,11 @@ impl SimMachine {
                 (0.0, Some(format!("NIK{:05}", 10000 + (self.batch_no % 7))))
             } else if is_string {
                 (0.0, Some(format!("{}-{}", reg.name, self.batch_no)))
+            } else if let Some(v) = self.overrides.get(&r) {
+                (*v, None)
+            } else if name.starts_with("param") {
+                // Recipe parameters: constant, as most of an HMI's registers are.
+                (f64::from(self.machine.unit_id) + r as f64, None)
             } else if name.contains("temp") {
                 (30.0 + 100.0 * progress + wobble * 0.5, None)
             } else if name.contains("level") {
@@ -161,6 +180,7 @@ impl SimMachine {
 
     /// Answer one request PDU-bearing ADU, or `None` if no reply is due.
     fn answer(&mut self, unit: u8, adu: &[u8], proto: ModbusProto) -> Option<Vec<u8>> {
+        self.requests += 1;
         let mut response = Vec::new();
         let mut frame = ModbusFrame::new(unit, adu, proto, &mut response);
         frame.parse().ok()?;
@@ -247,6 +267,8 @@ pub struct Simulator {
     threads: Vec<JoinHandle<()>>,
     /// Address each TCP endpoint is served on, by endpoint name.
     pub addresses: BTreeMap<String, std::net::SocketAddr>,
+    /// The simulated machines, one bus per endpoint in config order.
+    pub buses: Vec<Bus>,
 }
 
 impl Simulator {
@@ -330,6 +352,7 @@ pub fn start(config: &Config, bind_host: Option<&str>, step_s: f64) -> std::io::
         }
     }
     // One ticker advances every simulated process.
+    let all_buses = buses.clone();
     {
         let stop = stop.clone();
         let started = Instant::now();
@@ -353,6 +376,7 @@ pub fn start(config: &Config, bind_host: Option<&str>, step_s: f64) -> std::io::
         stop,
         threads,
         addresses,
+        buses: all_buses,
     })
 }
 

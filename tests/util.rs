@@ -10,8 +10,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The gateway binary: cargo names it for tests; a benchmark (an example) finds it beside
+/// its own `examples/` directory.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_dyeing-gateway"))
+    if let Some(p) = option_env!("CARGO_BIN_EXE_dyeing-gateway") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("dyeing-gateway")))
+        .unwrap_or_default()
 }
 
 /// The Python interpreter that has pymodbus: `DG_TEST_PYTHON`, else `.venv/bin/python` in the

@@ -25,7 +25,7 @@ impl fmt::Display for Source {
             Source::File(file) => write!(f, "config file {file}"),
             Source::DotEnv(p, var) => write!(f, "{var} in {}", p.display()),
             Source::Environment(var) => write!(f, "environment variable {var}"),
-            Source::Unset => f.write_str("not set"),
+            Source::Unset => f.write_str("nowhere (not set)"),
         }
     }
 }
@@ -126,8 +126,10 @@ pub fn overlay(
         .map(|(i, _)| i)
         .collect();
     for var in VARS {
+        // An empty variable counts as unset, so `INFLUX_TOKEN=` cannot blank the file's value.
         let from_env = environment
             .get(var.env)
+            .filter(|v| !v.is_empty())
             .map(|v| (v.clone(), Source::Environment(var.env.to_string())));
         let from_dotenv = || {
             dotenv

@@ -829,7 +829,22 @@ fn validate_machine(
             );
             return None;
         }
-        (Some(name), None) => match by_name.get(name) {
+        (Some(name), None) => {
+            for (field, set) in [
+                ("port", m.port.is_some()),
+                ("transport", m.transport.is_some()),
+                ("timeout_s", m.timeout_s.is_some()),
+                ("close_after_poll", m.close_after_poll.is_some()),
+                ("request_pause_s", m.request_pause_s.is_some()),
+            ] {
+                if set {
+                    c.err(
+                        format!("{path}.{field}"),
+                        format!("belongs to the endpoint `{name}`, not to a machine on it"),
+                    );
+                }
+            }
+            match by_name.get(name) {
             Some(&i) => i,
             None => {
                 c.err(
@@ -838,7 +853,12 @@ fn validate_machine(
                 );
                 return None;
             }
-        },
+            }
+        }
+        (None, Some(host)) if host.is_empty() => {
+            c.err(format!("{path}.ip_address"), "must not be empty");
+            return None;
+        }
         (None, Some(host)) => {
             let port = m.port.unwrap_or(502);
             let kind = match m.transport.as_deref().unwrap_or("tcp") {
@@ -1090,6 +1110,9 @@ fn validate_machine(
             let p = format!("{path}.batch_write");
             if b.registers == 0 || b.registers > 123 {
                 c.err(format!("{p}.registers"), "must be 1..=123");
+            }
+            if u32::from(b.address) + u32::from(b.registers) > 65536 {
+                c.err(format!("{p}.address"), "the batch area runs past the last address 65535");
             }
             if (b.address..b.address.saturating_add(b.registers)).contains(&b.handshake_address) {
                 c.err(

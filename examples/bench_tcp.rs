@@ -1,0 +1,164 @@
+//! Benchmark: the gateway (`run`, a separate process) against N simulated Modbus TCP machines
+//! x R registers polled every second, writing to a real influxd. Prints the gateway's CPU time
+//! and share of one core, resident memory over time (peak and growth), Modbus requests per
+//! machine per cycle against the planned minimum, write requests and points as influxd counted
+//! them, and the time from a register change on a simulated HMI to its point being queryable
+//! in InfluxDB. Figures, not assertions: run it with `scripts/bench-tcp [--duration 600]`.
+
+#[path = "../tests/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use dyeing_gateway::config;
+use dyeing_gateway::simulate;
+use dyeing_gateway::status::lock;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use util::*;
+
+fn arg(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (utime + stime) in seconds, VmRSS and VmHWM in KiB, of a process.
+fn proc_stats(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; index 11 and 12 after the name.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (cpu, kib("VmRSS:"), kib("VmHWM:"))
+}
+
+fn registers(n: usize) -> Vec<serde_json::Value> {
+    let mut regs = vec![
+        json!({"name": "marker", "kind": "holding", "address": 0, "type": "uint16", "measurement": "high_frequency_data"}),
+        json!({"name": "temperature", "kind": "holding", "address": 1, "type": "int16", "scale": 0.1, "deadband": 0.2, "measurement": "high_frequency_data"}),
+        json!({"name": "level", "kind": "holding", "address": 2, "type": "float32", "deadband": 0.5, "measurement": "medium_frequency_data"}),
+        json!({"name": "ph", "kind": "holding", "address": 4, "type": "uint16", "scale": 0.01, "deadband": 0.05, "measurement": "medium_frequency_data"}),
+        json!({"name": "status", "kind": "holding", "address": 5, "type": "uint16", "measurement": "medium_frequency_data"}),
+        json!({"name": "process", "kind": "holding", "address": 6, "type": "uint16", "measurement": "medium_frequency_data"}),
+        json!({"name": "batch", "kind": "holding", "address": 8, "type": "string", "length": 8, "measurement": "cycle_context_data"}),
+        json!({"name": "operator_nik", "kind": "holding", "address": 16, "type": "string", "length": 5, "measurement": "cycle_context_data"}),
+        json!({"name": "shift", "kind": "holding", "address": 21, "type": "uint16", "measurement": "cycle_context_data"}),
+        json!({"name": "reset_counter", "kind": "holding", "address": 22, "type": "uint32", "measurement": "maintenance_events"}),
+    ];
+    let mut addr = 30;
+    while regs.len() < n {
+        regs.push(json!({"name": format!("param_{addr}"), "kind": "holding", "address": addr, "type": "uint16", "measurement": "medium_frequency_data"}));
+        addr += 2;
+    }
+    regs
+}
+
+fn main() {
+    let machines = arg("--machines", 50.0) as usize;
+    let nregs = arg("--registers", 40.0) as usize;
+    let duration = arg("--duration", 60.0);
+    let interval = 1.0;
+    let gw_bin = bin();
+    assert!(gw_bin.exists(), "build the gateway first: cargo build --release ({})", gw_bin.display());
+    let influx = Influxd::start();
+    let dir = TempDir::new("bench");
+    let ports: Vec<u16> = (0..machines).map(|_| free_port()).collect();
+    let cfg_json = json!({
+        "state_dir": dir.path(),
+        "influxdb": {"url": influx.url(), "api": "v1", "database": influx.db, "flush_interval_s": 1},
+        "profiles": {"jet": {"poll_interval_s": interval, "registers": registers(nregs),
+            "maintenance": [{"register": "reset_counter", "edge": "decrease"}]}},
+        "machines": ports.iter().enumerate().map(|(i, p)| json!({"name": format!("M{i:02}"),
+            "ip_address": "127.0.0.1", "port": p, "profile": "jet"})).collect::<Vec<_>>()
+    });
+    let cfg_path = dir.write("machines.json", &cfg_json.to_string());
+    let cfg = config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
+    let (tx, _rx) = crossbeam_channel::bounded(1);
+    let planned: usize = {
+        let p = dyeing_gateway::poller::Poller::new(
+            &cfg,
+            0,
+            dyeing_gateway::poller::transport_for(&cfg.endpoints[0]),
+            &vec![Default::default(); cfg.machines.len()],
+            tx,
+        );
+        p.plan_summary().iter().flat_map(|(_, g)| g.iter().map(|(_, n)| *n)).sum()
+    };
+    // A slow process cycle (60 s steps) so values move like a real dyeing machine's.
+    let sim = simulate::start(&cfg, None, 60.0).expect("simulator");
+    let mut gw = Proc::spawn(
+        "gateway",
+        std::process::Command::new(&gw_bin).args(["--config", cfg_path.to_str().unwrap_or_default(), "run"]).env("RUST_LOG", "warn"),
+        dir.path(),
+    );
+    let pid = gw.child.id();
+    let served = |sim: &simulate::Simulator| -> u64 {
+        sim.buses.iter().map(|b| lock(b).values().map(|m| m.requests).sum::<u64>()).sum()
+    };
+    // Warm up: every machine connected and polled.
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu0, _, _) = proc_stats(pid);
+    let req0 = served(&sim);
+    let t0 = Instant::now();
+    let mut latencies = Vec::new();
+    let mut rss_samples = Vec::new();
+    let mut marker = 1000u32;
+    let mut next_sample = Instant::now();
+    while t0.elapsed().as_secs_f64() < duration {
+        if Instant::now() >= next_sample {
+            rss_samples.push((t0.elapsed().as_secs(), proc_stats(pid).1));
+            next_sample += Duration::from_secs_f64((duration / 10.0).max(1.0));
+        }
+        // Change a register on machine M00 and time its arrival in InfluxDB.
+        marker += 1;
+        let changed = Instant::now();
+        if let Some(m) = lock(&sim.buses[0]).get_mut(&1) {
+            m.set_override("marker", f64::from(marker));
+        }
+        let q = format!("SELECT marker FROM high_frequency_data WHERE machine = 'M00' AND marker = {marker}");
+        let deadline = changed + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !influx.rows(&q).is_empty() {
+                latencies.push(changed.elapsed().as_secs_f64());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let window = t0.elapsed().as_secs_f64();
+    let (cpu1, rss, hwm) = proc_stats(pid);
+    let req1 = served(&sim);
+    let code = gw.terminate(Duration::from_secs(10));
+    let stats = influx.rows("SHOW STATS FOR 'httpd'");
+    let (write_req, points) = stats
+        .first()
+        .map(|r| (r["writeReq"].as_u64().unwrap_or(0), r["pointsWrittenOK"].as_u64().unwrap_or(0)))
+        .unwrap_or((0, 0));
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    let cycles = window / interval;
+    println!("bench_tcp: {machines} machines x {nregs} registers every {interval} s, {window:.0} s measured (after 3 s warm-up)");
+    println!("  gateway CPU            {:.3} s = {:.3} % of one core (budget < 1 %)", cpu1 - cpu0, 100.0 * (cpu1 - cpu0) / window);
+    println!("  resident memory        {} KiB now, peak {} KiB (budget < 12288 KiB)", rss, hwm);
+    println!("  RSS over time (s:KiB)  {}", rss_samples.iter().map(|(t, r)| format!("{t}:{r}")).collect::<Vec<_>>().join(" "));
+    println!("  Modbus requests        {:.3} per machine per cycle; planned minimum {}", (req1 - req0) as f64 / machines as f64 / cycles, planned);
+    println!("  InfluxDB (whole run)   {write_req} write requests, {points} points");
+    println!("  change -> InfluxDB     n={} median {:.3} s, p90 {:.3} s, max {:.3} s (budget: interval + 1.5 s = {:.1} s)", latencies.len(), pct(0.5), pct(0.9), pct(1.0), interval + 1.5);
+    println!("  gateway exit on SIGTERM: {code:?}");
+    drop(sim);
+}
