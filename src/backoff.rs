@@ -23,7 +23,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let d = self.current;
         self.current = (self.current * 2).min(self.max);
         self.failures += 1;
@@ -46,7 +46,7 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
         let caps = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0];
         for cap in caps {
-            let d = b.next().as_secs_f64();
+            let d = b.next_delay().as_secs_f64();
             assert!(
                 d >= cap / 2.0 && d <= cap,
                 "{d} not in [{}, {cap}]",
@@ -54,6 +54,6 @@ mod tests {
             );
         }
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.next_delay() <= Duration::from_secs(1));
     }
 }

@@ -194,7 +194,7 @@ impl Poller {
                 true
             }
             Err(e) => {
-                let delay = self.connect_backoff.next();
+                let delay = self.connect_backoff.next_delay();
                 self.next_connect = now + delay;
                 let text = format!("cannot connect to {}: {e}", self.endpoint.describe());
                 if self.connect_problem.as_deref() != Some(text.as_str()) {
@@ -335,10 +335,10 @@ impl Poller {
                 }
                 if io {
                     self.client.transport().close();
-                    self.next_connect = now + self.connect_backoff.next();
+                    self.next_connect = now + self.connect_backoff.next_delay();
                 }
                 let u = &mut self.units[ui];
-                let delay = u.backoff.next();
+                let delay = u.backoff.next_delay();
                 u.resume_at = Some(Instant::now() + delay);
                 let text = format!("{e}");
                 self.set_online(ui, answered, Some((e.kind(), text)));

@@ -4,7 +4,8 @@
 //! (temperature ramps, level, pH, status, a process code that runs through running codes and
 //! holds the finish code, batch name, operator, shift, a reset counter). The batch-input area
 //! and handshake are writable; the simulated HMI takes a new batch 2 s after the handshake is
-//! set and clears it.
+//! set and clears it. A serial endpoint whose path does not exist is served on a new pty pair
+//! whose slave end is linked at that path.
 
 use crate::config::{Config, DataType, EndpointKind, Machine, RegisterKind};
 use crate::registers::{self, Value};
@@ -12,9 +13,11 @@ use crate::status::lock;
 use rmodbus::server::storage::ModbusStorageFull;
 use rmodbus::server::ModbusFrame;
 use rmodbus::ModbusProto;
+use serialport::SerialPort;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -220,6 +223,35 @@ pub fn answer(bus: &Bus, adu: &[u8], proto: ModbusProto) -> Option<Vec<u8>> {
     }
 }
 
+/// Answer every complete request frame at the front of `buf`; garbage empties it. Returns
+/// false when `send` fails (the connection is gone).
+fn answer_frames(
+    buf: &mut Vec<u8>,
+    bus: &Bus,
+    proto: ModbusProto,
+    mut send: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    loop {
+        let len = match rmodbus::guess_request_frame_len(buf, proto) {
+            Ok(l) => usize::from(l),
+            Err(rmodbus::ErrorKind::OOB) => return true,
+            Err(_) => {
+                buf.clear();
+                return true;
+            }
+        };
+        if buf.len() < len {
+            return true;
+        }
+        let adu: Vec<u8> = buf.drain(..len).collect();
+        if let Some(reply) = answer(bus, &adu, proto) {
+            if !send(&reply) {
+                return false;
+            }
+        }
+    }
+}
+
 fn serve_tcp_conn(mut s: TcpStream, bus: Bus, proto: ModbusProto, stop: Arc<AtomicBool>) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let _ = s.set_nodelay(true);
@@ -239,24 +271,8 @@ fn serve_tcp_conn(mut s: TcpStream, bus: Bus, proto: ModbusProto, stop: Arc<Atom
             }
             Err(_) => return,
         }
-        loop {
-            let len = match rmodbus::guess_request_frame_len(&buf, proto) {
-                Ok(l) => usize::from(l),
-                Err(rmodbus::ErrorKind::OOB) => break,
-                Err(_) => {
-                    buf.clear();
-                    break;
-                }
-            };
-            if buf.len() < len {
-                break;
-            }
-            let adu: Vec<u8> = buf.drain(..len).collect();
-            if let Some(reply) = answer(&bus, &adu, proto) {
-                if s.write_all(&reply).is_err() {
-                    return;
-                }
-            }
+        if !answer_frames(&mut buf, &bus, proto, |reply| s.write_all(reply).is_ok()) {
+            return;
         }
     }
 }
@@ -269,6 +285,10 @@ pub struct Simulator {
     pub addresses: BTreeMap<String, std::net::SocketAddr>,
     /// The simulated machines, one bus per endpoint in config order.
     pub buses: Vec<Bus>,
+    /// Symlinks made for serial endpoints served on a pty, removed on stop.
+    links: Vec<PathBuf>,
+    /// The pty slave ends, kept open while the simulator runs.
+    _ptys: Vec<serialport::TTYPort>,
 }
 
 impl Simulator {
@@ -276,6 +296,9 @@ impl Simulator {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        for l in self.links.drain(..) {
+            let _ = std::fs::remove_file(l);
         }
     }
 }
@@ -293,6 +316,8 @@ pub fn start(config: &Config, bind_host: Option<&str>, step_s: f64) -> std::io::
     let mut threads = Vec::new();
     let mut addresses = BTreeMap::new();
     let mut buses: Vec<Bus> = Vec::new();
+    let mut links = Vec::new();
+    let mut ptys = Vec::new();
     for (ei, ep) in config.endpoints.iter().enumerate() {
         let bus: Bus = Arc::new(Mutex::new(
             config
@@ -338,10 +363,31 @@ pub fn start(config: &Config, bind_host: Option<&str>, step_s: f64) -> std::io::
                 );
             }
             EndpointKind::Rtu(s) => {
-                let port = serialport::new(&s.path, s.baudrate)
-                    .timeout(Duration::from_millis(200))
-                    .open_native()
-                    .map_err(std::io::Error::from)?;
+                let path = Path::new(&s.path);
+                let port = if path.exists() {
+                    serialport::new(&s.path, s.baudrate)
+                        .timeout(Duration::from_millis(200))
+                        .open_native()
+                        .map_err(std::io::Error::from)?
+                } else {
+                    // No such port: make a pty pair and put its slave end at the path, so
+                    // the gateway opens it like a USB adapter.
+                    let (mut master, slave) =
+                        serialport::TTYPort::pair().map_err(std::io::Error::from)?;
+                    let name = slave
+                        .name()
+                        .ok_or_else(|| std::io::Error::other("the pty has no name"))?;
+                    if path.symlink_metadata().is_ok() {
+                        std::fs::remove_file(path)?;
+                    }
+                    std::os::unix::fs::symlink(&name, path)?;
+                    links.push(path.to_path_buf());
+                    ptys.push(slave);
+                    master
+                        .set_timeout(Duration::from_millis(200))
+                        .map_err(std::io::Error::from)?;
+                    master
+                };
                 let stop = stop.clone();
                 threads.push(
                     std::thread::Builder::new()
@@ -377,6 +423,8 @@ pub fn start(config: &Config, bind_host: Option<&str>, step_s: f64) -> std::io::
         threads,
         addresses,
         buses: all_buses,
+        links,
+        _ptys: ptys,
     })
 }
 
@@ -393,22 +441,9 @@ fn serve_serial(mut port: serialport::TTYPort, bus: Bus, stop: Arc<AtomicBool>) 
                 continue;
             }
         }
-        loop {
-            let len = match rmodbus::guess_request_frame_len(&buf, ModbusProto::Rtu) {
-                Ok(l) => usize::from(l),
-                Err(rmodbus::ErrorKind::OOB) => break,
-                Err(_) => {
-                    buf.clear();
-                    break;
-                }
-            };
-            if buf.len() < len {
-                break;
-            }
-            let adu: Vec<u8> = buf.drain(..len).collect();
-            if let Some(reply) = answer(&bus, &adu, ModbusProto::Rtu) {
-                let _ = port.write_all(&reply);
-            }
-        }
+        answer_frames(&mut buf, &bus, ModbusProto::Rtu, |reply| {
+            let _ = port.write_all(reply);
+            true
+        });
     }
 }

@@ -52,7 +52,10 @@ fn run_writes_the_four_measurements_with_types_tags_and_escaping() {
     let influx = Influxd::start();
     let dir = TempDir::new("run");
     let ports = [free_port(), free_port()];
-    let cfg = dir.write("machines.json", &plant_config(&influx, ports, &dir).to_string());
+    let cfg = dir.write(
+        "machines.json",
+        &plant_config(&influx, ports, &dir).to_string(),
+    );
     let cfg_s = cfg.to_str().unwrap_or_default().to_string();
     let sim = Proc::spawn(
         "simulate",
@@ -73,38 +76,64 @@ fn run_writes_the_four_measurements_with_types_tags_and_escaping() {
     );
     // Long enough for two simulated cycles (3 s each), so the reset counter falls twice.
     let ready = wait_until(Duration::from_secs(30), || {
-        influx.query("SELECT count(*) FROM maintenance_events").len() == 1
+        influx
+            .query("SELECT count(*) FROM maintenance_events")
+            .len()
+            == 1
             && influx.rows("SELECT * FROM cycle_context_data").len() >= 2
     });
     let code = gw.terminate(Duration::from_secs(10));
     let dump = format!("{}\n{}", gw.dump(), sim.dump());
     assert!(ready, "points did not arrive\n{dump}");
-    assert_eq!(code, Some(0), "SIGTERM must end the gateway cleanly\n{dump}");
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM must end the gateway cleanly\n{dump}"
+    );
 
     let measurements: Vec<String> = influx
         .rows("SHOW MEASUREMENTS")
         .iter()
         .filter_map(|r| r["name"].as_str().map(String::from))
         .collect();
-    for m in ["high_frequency_data", "medium_frequency_data", "cycle_context_data", "maintenance_events"] {
-        assert!(measurements.contains(&m.to_string()), "{m} missing: {measurements:?}\n{dump}");
+    for m in [
+        "high_frequency_data",
+        "medium_frequency_data",
+        "cycle_context_data",
+        "maintenance_events",
+    ] {
+        assert!(
+            measurements.contains(&m.to_string()),
+            "{m} missing: {measurements:?}\n{dump}"
+        );
     }
     // Field types as InfluxDB stored them.
     let types = |m: &str| -> Vec<(String, String)> {
         influx
             .rows(&format!("SHOW FIELD KEYS FROM {m}"))
             .iter()
-            .map(|r| (r["fieldKey"].as_str().unwrap_or("").to_string(), r["fieldType"].as_str().unwrap_or("").to_string()))
+            .map(|r| {
+                (
+                    r["fieldKey"].as_str().unwrap_or("").to_string(),
+                    r["fieldType"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect()
     };
     let hf = types("high_frequency_data");
-    assert!(hf.contains(&("temperature".into(), "float".into())), "{hf:?}");
+    assert!(
+        hf.contains(&("temperature".into(), "float".into())),
+        "{hf:?}"
+    );
     assert!(hf.contains(&("seam".into(), "integer".into())), "{hf:?}");
     let mf = types("medium_frequency_data");
     assert!(mf.contains(&("status".into(), "boolean".into())), "{mf:?}");
     assert!(mf.contains(&("level".into(), "float".into())), "{mf:?}");
     let cc = types("cycle_context_data");
-    assert!(cc.contains(&(NOTE.into(), "string".into())), "escaped field key: {cc:?}");
+    assert!(
+        cc.contains(&(NOTE.into(), "string".into())),
+        "escaped field key: {cc:?}"
+    );
     // Tags, including the escaped machine name and the static site tag.
     let rows = influx.rows(&format!(
         "SELECT * FROM cycle_context_data WHERE machine = '{}'",
@@ -115,12 +144,22 @@ fn run_writes_the_four_measurements_with_types_tags_and_escaping() {
     assert_eq!(r["site"], "Mill 2, east");
     assert_eq!(r["line"], "A");
     let note = r[NOTE].as_str().unwrap_or_default();
-    assert!(note.starts_with(&NOTE[..12]), "string value with quotes and commas: {note:?}");
-    assert!(r["batch"].as_str().unwrap_or_default().starts_with("BATCH"), "{r:?}");
+    assert!(
+        note.starts_with(&NOTE[..12]),
+        "string value with quotes and commas: {note:?}"
+    );
+    assert!(
+        r["batch"].as_str().unwrap_or_default().starts_with("BATCH"),
+        "{r:?}"
+    );
     // The maintenance event names the previous counter value and is never a heartbeat.
     let ev = influx.rows("SELECT * FROM maintenance_events");
-    assert!(ev.iter().all(|e| e["reset_counter_previous"].as_f64().unwrap_or(0.0)
-        > e["reset_counter"].as_f64().unwrap_or(f64::MAX)), "{ev:?}");
+    assert!(
+        ev.iter()
+            .all(|e| e["reset_counter_previous"].as_f64().unwrap_or(0.0)
+                > e["reset_counter"].as_f64().unwrap_or(f64::MAX)),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -151,7 +190,9 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
         Box::new(MemoryBuffer::new(10_000)),
         status.clone(),
     );
-    let mut lines: Vec<String> = (0..40).map(|i| format!("good,machine=m v={i}i {}", 1_700_000_000_000i64 + i)).collect();
+    let mut lines: Vec<String> = (0..40)
+        .map(|i| format!("good,machine=m v={i}i {}", 1_700_000_000_000i64 + i))
+        .collect();
     // An unparsable line and a field type conflict (v is an integer field).
     lines.insert(13, "good,machine=m v=\"text\" 1700000000500".to_string());
     lines.insert(29, "broken line without fields".to_string());
@@ -163,9 +204,17 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
     drop(tx);
     h.join().expect("uploader thread");
     let stored = influx.rows("SELECT count(v) FROM good");
-    assert_eq!(stored.first().and_then(|r| r["count"].as_u64()), Some(40), "{stored:?}\n{}", influx.proc.dump());
+    assert_eq!(
+        stored.first().and_then(|r| r["count"].as_u64()),
+        Some(40),
+        "{stored:?}\n{}",
+        influx.proc.dump()
+    );
     let set_aside = std::fs::read_to_string(&rejected).unwrap_or_default();
-    assert!(set_aside.contains("broken line without fields"), "{set_aside}");
+    assert!(
+        set_aside.contains("broken line without fields"),
+        "{set_aside}"
+    );
     assert!(set_aside.contains("v=\"text\""), "{set_aside}");
     let st = status.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(st.rejected, 2);

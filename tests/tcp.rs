@@ -36,28 +36,42 @@ fn all_types() -> Vec<Value> {
     ];
     for order in ["ABCD", "CDAB", "BADC", "DCBA"] {
         for (ty, v) in &samples {
-            regs.push(json!({"name": format!("{ty}_{order}"), "kind": "holding", "address": addr,
-                "type": ty, "order": order, "value": v, "measurement": "medium_frequency_data"}));
+            regs.push(
+                json!({"name": format!("{ty}_{order}"), "kind": "holding", "address": addr,
+                "type": ty, "order": order, "value": v, "measurement": "medium_frequency_data"}),
+            );
             addr += quantity(ty);
         }
     }
-    regs.push(json!({"name": "batch_hi", "kind": "holding", "address": addr, "type": "string",
-        "length": 5, "value": "BATCH123", "measurement": "cycle_context_data"}));
+    regs.push(
+        json!({"name": "batch_hi", "kind": "holding", "address": addr, "type": "string",
+        "length": 5, "value": "BATCH123", "measurement": "cycle_context_data"}),
+    );
     addr += 5;
     regs.push(json!({"name": "batch_lo", "kind": "holding", "address": addr, "type": "string",
         "length": 4, "string_order": "low_first", "value": "B-77", "measurement": "cycle_context_data"}));
     addr += 4;
-    regs.push(json!({"name": "alarm_bit", "kind": "holding", "address": addr, "type": "bit",
-        "bit": 3, "value": true, "measurement": "medium_frequency_data"}));
+    regs.push(
+        json!({"name": "alarm_bit", "kind": "holding", "address": addr, "type": "bit",
+        "bit": 3, "value": true, "measurement": "medium_frequency_data"}),
+    );
     addr += 1;
-    regs.push(json!({"name": "temp_scaled", "kind": "input", "address": 0, "type": "int16",
-        "scale": 0.1, "value": 304, "measurement": "high_frequency_data"}));
-    regs.push(json!({"name": "level_offset", "kind": "input", "address": 1, "type": "uint16",
-        "scale": 0.5, "offset": -10.0, "value": 100, "measurement": "high_frequency_data"}));
-    regs.push(json!({"name": "door", "kind": "coil", "address": 5, "type": "bool",
-        "value": true, "measurement": "medium_frequency_data"}));
-    regs.push(json!({"name": "pump", "kind": "discrete_input", "address": 7, "type": "bool",
-        "value": false, "measurement": "medium_frequency_data"}));
+    regs.push(
+        json!({"name": "temp_scaled", "kind": "input", "address": 0, "type": "int16",
+        "scale": 0.1, "value": 304, "measurement": "high_frequency_data"}),
+    );
+    regs.push(
+        json!({"name": "level_offset", "kind": "input", "address": 1, "type": "uint16",
+        "scale": 0.5, "offset": -10.0, "value": 100, "measurement": "high_frequency_data"}),
+    );
+    regs.push(
+        json!({"name": "door", "kind": "coil", "address": 5, "type": "bool",
+        "value": true, "measurement": "medium_frequency_data"}),
+    );
+    regs.push(
+        json!({"name": "pump", "kind": "discrete_input", "address": 7, "type": "bool",
+        "value": false, "measurement": "medium_frequency_data"}),
+    );
     let _ = addr;
     regs
 }
@@ -110,10 +124,17 @@ fn every_type_and_order_decodes_as_pymodbus_serves_it() {
     let dir = TempDir::new("types");
     let regs = all_types();
     let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
-    let cfg = dir.write("m.json", &config_for(peer.port, &regs, json!({})).to_string());
+    let cfg = dir.write(
+        "m.json",
+        &config_for(peer.port, &regs, json!({})).to_string(),
+    );
     let out = gateway(&["--config", cfg.to_str().unwrap_or_default(), "once"], &[]);
     let stdout = text(&out.stdout);
-    let dump = format!("stdout:\n{stdout}\nstderr:\n{}\n{}", text(&out.stderr), peer.proc.dump());
+    let dump = format!(
+        "stdout:\n{stdout}\nstderr:\n{}\n{}",
+        text(&out.stderr),
+        peer.proc.dump()
+    );
     assert!(out.status.success(), "once failed\n{dump}");
     let mut fields = std::collections::HashMap::new();
     for line in stdout.lines() {
@@ -134,12 +155,19 @@ fn every_type_and_order_decodes_as_pymodbus_serves_it() {
             "float32" | "float64" => {
                 let want = r["value"].as_f64().unwrap_or(f64::NAN);
                 let g: f64 = got.parse().unwrap_or(f64::NAN);
-                assert!((g - want).abs() <= want.abs() * 1e-6, "{name}: got {got}, want {want}");
+                assert!(
+                    (g - want).abs() <= want.abs() * 1e-6,
+                    "{name}: got {got}, want {want}"
+                );
             }
             _ if scaled => {
                 let raw = r["value"].as_f64().unwrap_or(f64::NAN);
-                let want = raw * r["scale"].as_f64().unwrap_or(1.0) + r["offset"].as_f64().unwrap_or(0.0);
-                assert!(!got.ends_with('i'), "{name}: scaled values are floats, got {got}");
+                let want =
+                    raw * r["scale"].as_f64().unwrap_or(1.0) + r["offset"].as_f64().unwrap_or(0.0);
+                assert!(
+                    !got.ends_with('i'),
+                    "{name}: scaled values are floats, got {got}"
+                );
                 let g: f64 = got.parse().unwrap_or(f64::NAN);
                 assert!((g - want).abs() < 1e-9, "{name}: got {got}, want {want}");
             }
@@ -154,22 +182,32 @@ fn read_blocks_are_the_minimum_the_limits_allow() {
     // 41 uint16 registers every 6 addresses: a span of 241 registers with gaps of 5. With the
     // TCP limit of 123 registers per request, two requests are the least that can cover it.
     let regs: Vec<Value> = (0..41)
-        .map(|i| json!({"name": format!("r{i}"), "kind": "holding", "address": i * 6,
-            "type": "uint16", "value": i, "measurement": "medium_frequency_data"}))
+        .map(|i| {
+            json!({"name": format!("r{i}"), "kind": "holding", "address": i * 6,
+            "type": "uint16", "value": i, "measurement": "medium_frequency_data"})
+        })
         .collect();
     let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
     let cfg = load(&config_for(peer.port, &regs, json!({})));
     let (mut p, st) = poller(&cfg);
     let lines = p.poll_all_once();
     assert_eq!(lines.len(), 1, "{lines:?}\n{}", peer.proc.dump());
-    assert_eq!(lock(&st).requests, 2, "two requests cover 241 registers at 123 per request");
+    assert_eq!(
+        lock(&st).requests,
+        2,
+        "two requests cover 241 registers at 123 per request"
+    );
     // Narrower gaps allowed: max_gap 4 < 5 means no bridging, one request per register.
     let cfg = load(&config_for(peer.port, &regs, json!({"max_gap": 4})));
     let (mut p, st) = poller(&cfg);
     p.poll_all_once();
     assert_eq!(lock(&st).requests, 41);
     // A device that accepts only 60 registers per read needs ceil(241 / 60) = 5 requests.
-    let cfg = load(&config_for(peer.port, &regs, json!({"max_registers_per_read": 60})));
+    let cfg = load(&config_for(
+        peer.port,
+        &regs,
+        json!({"max_registers_per_read": 60}),
+    ));
     let (mut p, st) = poller(&cfg);
     p.poll_all_once();
     assert_eq!(lock(&st).requests, 5);
@@ -191,15 +229,25 @@ fn exception_02_on_a_bridged_block_splits_it_and_the_split_is_kept() {
     assert_eq!(lock(&st).requests, 3, "one refused block, then two runs");
     assert!(lines[0].contains("a=11i,b=12i,c=13i"), "{lines:?}");
     p.poll_all_once();
-    assert_eq!(lock(&st).requests, 5, "the second poll reads the two runs directly");
-    assert_eq!(lock(&st).errors.get("exception"), None, "a split is not an error");
+    assert_eq!(
+        lock(&st).requests,
+        5,
+        "the second poll reads the two runs directly"
+    );
+    assert_eq!(
+        lock(&st).errors.get("exception"),
+        None,
+        "a split is not an error"
+    );
 }
 
 #[test]
 fn a_restarted_server_is_reconnected_to() {
     let dir = TempDir::new("restart");
-    let regs = vec![json!({"name": "a", "kind": "holding", "address": 0, "type": "uint16",
-        "value": 7, "measurement": "medium_frequency_data"})];
+    let regs = vec![
+        json!({"name": "a", "kind": "holding", "address": 0, "type": "uint16",
+        "value": 7, "measurement": "medium_frequency_data"}),
+    ];
     let mut peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
     let cfg = load(&config_for(peer.port, &regs, json!({})));
     let (mut p, st) = poller(&cfg);
@@ -208,7 +256,11 @@ fn a_restarted_server_is_reconnected_to() {
     let (spec, port) = (peer.spec.clone(), peer.port);
     peer.proc.kill();
     p.poll_all_once();
-    assert_eq!(lock(&st).online, Some(false), "a stopped server makes the machine offline");
+    assert_eq!(
+        lock(&st).online,
+        Some(false),
+        "a stopped server makes the machine offline"
+    );
     let errors_while_down = lock(&st).errors.values().sum::<u64>();
     assert!(errors_while_down >= 1);
     let _peer = ModbusPeer::start_at(&dir, &spec, "tcp", port);

@@ -155,7 +155,10 @@ pub struct ModbusPeer {
 
 impl ModbusPeer {
     pub fn start(dir: &TempDir, spec: &serde_json::Value, mode: &str) -> ModbusPeer {
-        let spec_path = dir.write(&format!("spec-{}.json", fastrand::u32(..)), &spec.to_string());
+        let spec_path = dir.write(
+            &format!("spec-{}.json", fastrand::u32(..)),
+            &spec.to_string(),
+        );
         Self::start_at(dir, &spec_path, mode, free_port())
     }
 
@@ -258,7 +261,11 @@ impl Influxd {
         for s in self.query(q) {
             let cols: Vec<String> = s["columns"]
                 .as_array()
-                .map(|c| c.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+                .map(|c| {
+                    c.iter()
+                        .map(|x| x.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
                 .unwrap_or_default();
             for row in s["values"].as_array().cloned().unwrap_or_default() {
                 let mut m = serde_json::Map::new();
@@ -343,7 +350,11 @@ fn serve_http(
         if reader.read_line(&mut request_line)? == 0 {
             return Ok(());
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
         let mut headers = Vec::new();
         let mut len = 0usize;
         loop {
@@ -394,8 +405,16 @@ pub fn gateway(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args).env_remove("RUST_LOG");
     for var in [
-        "INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET", "API_URL_BATCH",
-        "API_TRIGGER_URL", "API_URL_STRINGS", "API_URL_STRINGS_CONF", "SERIAL_PORT", "BAUDRATE",
+        "INFLUX_URL",
+        "INFLUX_TOKEN",
+        "INFLUX_ORG",
+        "INFLUX_BUCKET",
+        "API_URL_BATCH",
+        "API_TRIGGER_URL",
+        "API_URL_STRINGS",
+        "API_URL_STRINGS_CONF",
+        "SERIAL_PORT",
+        "BAUDRATE",
     ] {
         cmd.env_remove(var);
     }
@@ -440,7 +459,11 @@ pub fn parse_fields(line: &str) -> (String, Vec<(String, String)>) {
         (String::new(), String::new(), false, false, false);
     for c in parts.get(1).cloned().unwrap_or_default().chars() {
         if esc {
-            if in_val { val.push(c) } else { key.push(c) }
+            if in_val {
+                val.push(c)
+            } else {
+                key.push(c)
+            }
             esc = false;
             continue;
         }
@@ -453,7 +476,11 @@ pub fn parse_fields(line: &str) -> (String, Vec<(String, String)>) {
                 in_val = false;
             }
             _ => {
-                if in_val { val.push(c) } else { key.push(c) }
+                if in_val {
+                    val.push(c)
+                } else {
+                    key.push(c)
+                }
             }
         }
     }

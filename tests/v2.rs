@@ -57,7 +57,9 @@ fn upload(fake: &FakeInflux2, lines: Vec<String>, batch: usize, dir: &TempDir) -
 }
 
 fn lines(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("m,machine=x v={i}i {}", 1_700_000_000_000u64 + i as u64)).collect()
+    (0..n)
+        .map(|i| format!("m,machine=x v={i}i {}", 1_700_000_000_000u64 + i as u64))
+        .collect()
 }
 
 fn stored(fake: &FakeInflux2) -> Vec<String> {
@@ -82,8 +84,16 @@ fn writes_use_the_v2_path_query_and_token() {
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 1, "ten points go in one write request");
     let r = &reqs[0];
-    assert_eq!(r.path, "/api/v2/write?org=tti%20mill&bucket=dyeing&precision=ms");
-    assert!(r.headers.contains(&("authorization".into(), format!("Token {TOKEN}"))), "{:?}", r.headers);
+    assert_eq!(
+        r.path,
+        "/api/v2/write?org=tti%20mill&bucket=dyeing&precision=ms"
+    );
+    assert!(
+        r.headers
+            .contains(&("authorization".into(), format!("Token {TOKEN}"))),
+        "{:?}",
+        r.headers
+    );
     assert_eq!(r.body.lines().count(), 10);
 }
 
@@ -91,11 +101,14 @@ fn writes_use_the_v2_path_query_and_token() {
 fn a_400_naming_a_bad_line_is_isolated_by_splitting() {
     let dir = TempDir::new("v2bad");
     // InfluxDB 2 answers 400 for a request containing an unparsable line.
-    let fake = FakeInflux2::start(|r, _| {
-        match r.body.lines().find(|l| l.contains("BAD")) {
-            Some(l) => (400, vec![], json!({"code": "invalid", "message": format!("unable to parse '{l}': missing fields")}).to_string()),
-            None => (204, vec![], String::new()),
-        }
+    let fake = FakeInflux2::start(|r, _| match r.body.lines().find(|l| l.contains("BAD")) {
+        Some(l) => (
+            400,
+            vec![],
+            json!({"code": "invalid", "message": format!("unable to parse '{l}': missing fields")})
+                .to_string(),
+        ),
+        None => (204, vec![], String::new()),
     });
     let mut ls = lines(20);
     ls.insert(7, "BAD line".into());
@@ -103,7 +116,10 @@ fn a_400_naming_a_bad_line_is_isolated_by_splitting() {
     assert_eq!(st.rejected, 1);
     assert_eq!(stored(&fake).len(), 20, "every good line is stored");
     let aside = std::fs::read_to_string(dir.path().join("rejected.lp")).unwrap_or_default();
-    assert!(aside.contains("BAD line") && aside.contains("unable to parse"), "{aside}");
+    assert!(
+        aside.contains("BAD line") && aside.contains("unable to parse"),
+        "{aside}"
+    );
 }
 
 #[test]
@@ -111,7 +127,11 @@ fn a_413_makes_write_requests_smaller() {
     let dir = TempDir::new("v2big");
     let fake = FakeInflux2::start(|r, _| {
         if r.body.lines().count() > 8 {
-            (413, vec![], json!({"code": "request too large", "message": "too large"}).to_string())
+            (
+                413,
+                vec![],
+                json!({"code": "request too large", "message": "too large"}).to_string(),
+            )
         } else {
             (204, vec![], String::new())
         }
@@ -119,7 +139,13 @@ fn a_413_makes_write_requests_smaller() {
     let st = upload(&fake, lines(30), 32, &dir);
     assert_eq!(st.points_written, 30);
     assert_eq!(st.rejected, 0);
-    assert!(fake.requests().iter().filter(|r| r.body.lines().count() <= 8).count() >= 4);
+    assert!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.body.lines().count() <= 8)
+            .count()
+            >= 4
+    );
 }
 
 #[test]
@@ -127,7 +153,11 @@ fn a_429_with_retry_after_is_honoured_and_nothing_is_lost() {
     let dir = TempDir::new("v2429");
     let fake = FakeInflux2::start(|_, n| {
         if n == 1 {
-            (429, vec![("Retry-After".into(), "2".into())], json!({"code": "too many requests", "message": "slow down"}).to_string())
+            (
+                429,
+                vec![("Retry-After".into(), "2".into())],
+                json!({"code": "too many requests", "message": "slow down"}).to_string(),
+            )
         } else {
             (204, vec![], String::new())
         }
@@ -137,7 +167,10 @@ fn a_429_with_retry_after_is_honoured_and_nothing_is_lost() {
     let reqs = fake.requests();
     assert!(reqs.len() >= 2);
     let waited = reqs[1].at.duration_since(reqs[0].at);
-    assert!(waited >= Duration::from_millis(1900), "retried after {waited:?}, Retry-After said 2 s");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "retried after {waited:?}, Retry-After said 2 s"
+    );
 }
 
 #[test]
@@ -145,9 +178,21 @@ fn a_503_and_401_keep_the_points_until_the_server_accepts() {
     let dir = TempDir::new("v2down");
     let started = Instant::now();
     let fake = FakeInflux2::start(|_, n| match n {
-        1 => (503, vec![], json!({"code": "unavailable", "message": "service unavailable"}).to_string()),
-        2 => (401, vec![], json!({"code": "unauthorized", "message": "unauthorized access"}).to_string()),
-        3 => (404, vec![], json!({"code": "not found", "message": "bucket \"dyeing\" not found"}).to_string()),
+        1 => (
+            503,
+            vec![],
+            json!({"code": "unavailable", "message": "service unavailable"}).to_string(),
+        ),
+        2 => (
+            401,
+            vec![],
+            json!({"code": "unauthorized", "message": "unauthorized access"}).to_string(),
+        ),
+        3 => (
+            404,
+            vec![],
+            json!({"code": "not found", "message": "bucket \"dyeing\" not found"}).to_string(),
+        ),
         _ => (204, vec![], String::new()),
     });
     let st = upload(&fake, lines(12), 1000, &dir);
@@ -155,5 +200,8 @@ fn a_503_and_401_keep_the_points_until_the_server_accepts() {
     assert_eq!(st.rejected, 0);
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 4);
-    assert!(reqs.iter().all(|r| r.body.lines().count() == 12), "the same points are resent whole");
+    assert!(
+        reqs.iter().all(|r| r.body.lines().count() == 12),
+        "the same points are resent whole"
+    );
 }

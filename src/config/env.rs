@@ -135,7 +135,7 @@ pub fn overlay(
             dotenv
                 .iter()
                 .rev()
-                .find(|(k, _)| k == var.env)
+                .find(|(k, v)| k == var.env && !v.is_empty())
                 .map(|(_, v)| {
                     (
                         v.clone(),

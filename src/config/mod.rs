@@ -226,6 +226,18 @@ pub struct SerialSettings {
     pub parity: Parity,
     pub data_bits: u8,
     pub stop_bits: u8,
+    /// Kernel RS-485 mode, set with the TIOCSRS485 ioctl when present.
+    pub rs485: Option<Rs485>,
+}
+
+/// Linux `struct serial_rs485` settings: RTS drives the transceiver's direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rs485 {
+    pub rts_on_send: bool,
+    pub rts_after_send: bool,
+    pub delay_before_send_ms: u32,
+    pub delay_after_send_ms: u32,
+    pub rx_during_tx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -426,7 +438,7 @@ impl Check {
     /// A non-negative duration in seconds (0 allowed).
     fn secs0(&mut self, path: &str, v: Option<f64>, default: Duration) -> Duration {
         match v {
-            Some(s) if s == 0.0 => Duration::ZERO,
+            Some(0.0) => Duration::ZERO,
             other => self.secs(path, other, default),
         }
     }
@@ -512,7 +524,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         c.err("$.machines", "no machines configured");
     }
     if !c.errors.is_empty() {
-        return Err(ConfigErrors(c.errors));
+        let mut unique: Vec<ConfigError> = Vec::new();
+        for e in c.errors {
+            if !unique.contains(&e) {
+                unique.push(e);
+            }
+        }
+        return Err(ConfigErrors(unique));
     }
     // Endpoints no machine uses are dropped: no thread is started for them.
     let used: Vec<bool> = (0..endpoints.len())
@@ -785,12 +803,20 @@ fn validate_serial(c: &mut Check, path: &str, e: &RawEndpoint) -> Option<SerialS
     if !(1..=2).contains(&stop_bits) {
         c.err(format!("{path}.stop_bits"), "must be 1 or 2");
     }
+    let rs485 = e.rs485.as_ref().map(|r| Rs485 {
+        rts_on_send: r.rts_on_send.unwrap_or(true),
+        rts_after_send: r.rts_after_send.unwrap_or(false),
+        delay_before_send_ms: r.delay_before_send_ms.unwrap_or(0),
+        delay_after_send_ms: r.delay_after_send_ms.unwrap_or(0),
+        rx_during_tx: r.rx_during_tx.unwrap_or(false),
+    });
     Some(SerialSettings {
         path: port,
         baudrate,
         parity,
         data_bits,
         stop_bits,
+        rs485,
     })
 }
 
@@ -845,14 +871,14 @@ fn validate_machine(
                 }
             }
             match by_name.get(name) {
-            Some(&i) => i,
-            None => {
-                c.err(
-                    format!("{path}.endpoint"),
-                    format!("unknown endpoint `{name}`"),
-                );
-                return None;
-            }
+                Some(&i) => i,
+                None => {
+                    c.err(
+                        format!("{path}.endpoint"),
+                        format!("unknown endpoint `{name}`"),
+                    );
+                    return None;
+                }
             }
         }
         (None, Some(host)) if host.is_empty() => {
@@ -922,7 +948,9 @@ fn validate_machine(
         }
     };
     let unit_id = m.slave_id.unwrap_or(1);
-    if matches!(endpoints[endpoint].kind, EndpointKind::Rtu(_)) && !(1..=247).contains(&unit_id) {
+    if !matches!(endpoints[endpoint].kind, EndpointKind::Tcp { .. })
+        && !(1..=247).contains(&unit_id)
+    {
         c.err(
             format!("{path}.slave_id"),
             "an RTU slave id must be 1..=247 (0 is broadcast)",
@@ -1030,6 +1058,16 @@ fn validate_machine(
         max_gap: m.max_gap.or(profile.max_gap).unwrap_or(10),
     };
     let find = |name: &str| registers.iter().position(|r| r.name == name);
+    // A setting inherited from the profile is reported at the profile's path (once: repeats
+    // from other machines are removed at the end of `validate`).
+    let profile_path = format!("$.profiles.{}", m.profile.as_deref().unwrap_or(""));
+    let origin = |own: bool| {
+        if own {
+            path.to_string()
+        } else {
+            profile_path.clone()
+        }
+    };
     let mut triggers = Vec::new();
     for (i, t) in m
         .maintenance
@@ -1039,7 +1077,7 @@ fn validate_machine(
         .flatten()
         .enumerate()
     {
-        let p = format!("{path}.maintenance[{i}]");
+        let p = format!("{}.maintenance[{i}]", origin(m.maintenance.is_some()));
         let edge = match t.edge.as_str() {
             "decrease" => Edge::Decrease,
             "rise" => Edge::Rise,
@@ -1074,7 +1112,7 @@ fn validate_machine(
         );
     }
     let finish = m.finish.as_ref().or(profile.finish.as_ref()).and_then(|f| {
-        let p = format!("{path}.finish");
+        let p = format!("{}.finish", origin(m.finish.is_some()));
         let register = find(&f.register);
         if register.is_none() {
             c.err(
@@ -1107,12 +1145,15 @@ fn validate_machine(
         .as_ref()
         .or(profile.batch_write.as_ref())
         .map(|b| {
-            let p = format!("{path}.batch_write");
+            let p = format!("{}.batch_write", origin(m.batch_write.is_some()));
             if b.registers == 0 || b.registers > 123 {
                 c.err(format!("{p}.registers"), "must be 1..=123");
             }
             if u32::from(b.address) + u32::from(b.registers) > 65536 {
-                c.err(format!("{p}.address"), "the batch area runs past the last address 65535");
+                c.err(
+                    format!("{p}.address"),
+                    "the batch area runs past the last address 65535",
+                );
             }
             if (b.address..b.address.saturating_add(b.registers)).contains(&b.handshake_address) {
                 c.err(

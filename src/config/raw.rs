@@ -83,6 +83,8 @@ pub struct RawEndpoint {
     pub parity: Option<String>,
     pub data_bits: Option<u8>,
     pub stop_bits: Option<u8>,
+    /// Kernel RS-485 mode (TIOCSRS485) for UARTs that drive the transceiver's DE/RE from RTS.
+    pub rs485: Option<RawRs485>,
     pub timeout_s: Option<f64>,
     pub close_after_poll: Option<bool>,
     pub request_pause_s: Option<f64>,
@@ -179,4 +181,14 @@ pub struct RawBatchWrite {
     pub string_order: Option<String>,
     pub handshake_address: u16,
     pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRs485 {
+    pub rts_on_send: Option<bool>,
+    pub rts_after_send: Option<bool>,
+    pub delay_before_send_ms: Option<u32>,
+    pub delay_after_send_ms: Option<u32>,
+    pub rx_during_tx: Option<bool>,
 }

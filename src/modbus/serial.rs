@@ -6,9 +6,10 @@
 
 use super::codec::{Framing, Request};
 use super::transport::{read_rtu_adu, Transport, TransportError};
-use crate::config::{Parity, SerialSettings};
+use crate::config::{Parity, Rs485, SerialSettings};
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Bits on the wire per character: start, data, parity, stop.
@@ -37,6 +38,48 @@ pub fn t15(s: &SerialSettings) -> Duration {
     } else {
         char_time(s).mul_f64(1.5)
     }
+}
+
+/// Linux `struct serial_rs485` (include/uapi/linux/serial.h).
+#[repr(C)]
+struct SerialRs485 {
+    flags: u32,
+    delay_rts_before_send: u32,
+    delay_rts_after_send: u32,
+    padding: [u32; 5],
+}
+
+const SER_RS485_ENABLED: u32 = 1 << 0;
+const SER_RS485_RTS_ON_SEND: u32 = 1 << 1;
+const SER_RS485_RTS_AFTER_SEND: u32 = 1 << 2;
+const SER_RS485_RX_DURING_TX: u32 = 1 << 4;
+
+/// Switch the UART into kernel RS-485 mode: the driver raises RTS (the transceiver's driver
+/// enable) while sending. `serialport` has no API for it, hence the ioctl.
+fn set_rs485(port: &TTYPort, r: &Rs485) -> io::Result<()> {
+    let mut flags = SER_RS485_ENABLED;
+    if r.rts_on_send {
+        flags |= SER_RS485_RTS_ON_SEND;
+    }
+    if r.rts_after_send {
+        flags |= SER_RS485_RTS_AFTER_SEND;
+    }
+    if r.rx_during_tx {
+        flags |= SER_RS485_RX_DURING_TX;
+    }
+    let conf = SerialRs485 {
+        flags,
+        delay_rts_before_send: r.delay_before_send_ms,
+        delay_rts_after_send: r.delay_after_send_ms,
+        padding: [0; 5],
+    };
+    // SAFETY: the fd is open for the lifetime of `port`, and `conf` is a valid
+    // `struct serial_rs485` that the kernel only reads.
+    let rc = unsafe { libc::ioctl(port.as_raw_fd(), libc::TIOCSRS485 as _, &conf) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub struct SerialTransport {
@@ -93,6 +136,17 @@ impl Transport for SerialTransport {
             .timeout(self.timeout)
             .open_native()
             .map_err(io::Error::from)?;
+        if let Some(r) = &s.rs485 {
+            set_rs485(&port, r).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: cannot enable kernel RS-485 mode (TIOCSRS485): {e}",
+                        s.path
+                    ),
+                )
+            })?;
+        }
         self.port = Some(port);
         self.last_activity = Instant::now();
         Ok(())

@@ -180,7 +180,7 @@ pub fn decode_words(reg: &Register, words: &[u16]) -> Result<Value, DecodeError>
             )
         }
         DataType::Float64 => return scaled(reg, f64::from_be_bytes(b), false),
-        DataType::Bool => i128::from(words[0] != 0),
+        DataType::Bool => return Ok(Value::Bool(words[0] != 0)),
         DataType::Int16 => i16::from_be_bytes([b[0], b[1]]).into(),
         DataType::UInt16 => u16::from_be_bytes([b[0], b[1]]).into(),
         DataType::Int32 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]).into(),

@@ -190,12 +190,12 @@ impl Uploader {
                 let (text, wait) = match &o {
                     Outcome::Refused(code, body) => (
                         format!("HTTP {code} {body}: check the URL, token/credentials, org and bucket/database; points are kept"),
-                        self.backoff.next().max(Duration::from_secs(10)),
+                        self.backoff.next_delay().max(Duration::from_secs(10)),
                     ),
                     Outcome::Retry { after, reason } => {
-                        (reason.clone(), after.unwrap_or_else(|| self.backoff.next()))
+                        (reason.clone(), after.unwrap_or_else(|| self.backoff.next_delay()))
                     }
-                    _ => ("unexpected".into(), self.backoff.next()),
+                    _ => ("unexpected".into(), self.backoff.next_delay()),
                 };
                 if self.last_problem.as_deref() != Some(text.as_str()) {
                     if matches!(o, Outcome::Refused(..)) {

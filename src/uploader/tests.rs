@@ -1,1 +1,167 @@
+//! The uploader's handling of each write outcome, against a scripted sink.
+
+use super::buffer::MemoryBuffer;
+use super::sink::{Outcome, Sink};
 use super::*;
+use std::sync::{Arc, Mutex};
+
+type Script = Box<dyn FnMut(&str, usize) -> Outcome + Send>;
+type Shared<T> = Arc<Mutex<T>>;
+
+/// A sink that answers from a script and records every body it was sent.
+struct Scripted {
+    answer: Script,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sink for Scripted {
+    fn write(&mut self, body: &str) -> Outcome {
+        let n = {
+            let mut b = lock(&self.bodies);
+            b.push(body.to_string());
+            b.len()
+        };
+        (self.answer)(body, n)
+    }
+    fn describe(&self) -> String {
+        "scripted".into()
+    }
+}
+
+fn uploader(
+    batch: usize,
+    answer: impl FnMut(&str, usize) -> Outcome + Send + 'static,
+) -> (Uploader, Shared<Vec<String>>, Shared<UploaderStatus>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let status = Arc::new(Mutex::new(UploaderStatus::default()));
+    let u = Uploader::new(
+        Settings {
+            max_points_per_write: batch,
+            flush_interval: Duration::from_millis(10),
+            rejected_file: None,
+            shutdown_grace: Duration::from_secs(1),
+        },
+        Box::new(Scripted {
+            answer: Box::new(answer),
+            bodies: bodies.clone(),
+        }),
+        Box::new(MemoryBuffer::new(1000)),
+        status.clone(),
+    );
+    (u, bodies, status)
+}
+
+fn lines(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("m v={i}i {i}")).collect()
+}
+
+#[test]
+fn write_requests_hold_at_most_the_configured_points_in_order() {
+    let (mut u, bodies, st) = uploader(4, |_, _| Outcome::Accepted);
+    u.push(lines(10));
+    while !u.buffer.is_empty() {
+        u.flush_once();
+    }
+    let b = lock(&bodies).clone();
+    assert_eq!(b.len(), 3);
+    assert_eq!(b[0], "m v=0i 0\nm v=1i 1\nm v=2i 2\nm v=3i 3");
+    assert_eq!(b[2], "m v=8i 8\nm v=9i 9");
+    assert_eq!(lock(&st).points_written, 10);
+}
+
+#[test]
+fn a_rejected_line_is_found_by_bisection_and_the_rest_delivered() {
+    let delivered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let d = delivered.clone();
+    let (mut u, bodies, st) = uploader(100, move |body, _| {
+        if body.contains("v=5i") {
+            Outcome::Rejected("unable to parse".into())
+        } else {
+            lock(&d).extend(body.lines().map(String::from));
+            Outcome::Accepted
+        }
+    });
+    u.push(lines(8));
+    u.flush_once();
+    assert!(u.buffer.is_empty());
+    assert_eq!(lock(&st).rejected, 1);
+    let mut got = lock(&delivered).clone();
+    got.sort();
+    let mut want: Vec<String> = lines(8)
+        .into_iter()
+        .filter(|l| !l.contains("v=5i"))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // 8 -> 4+4 -> (2+2) -> (1+1): a bisection, not one request per line.
+    assert!(lock(&bodies).len() <= 7, "{:?}", lock(&bodies));
+}
+
+#[test]
+fn a_413_halves_the_request_size_and_keeps_it() {
+    let (mut u, bodies, _) = uploader(16, |body, _| {
+        if body.lines().count() > 4 {
+            Outcome::TooLarge
+        } else {
+            Outcome::Accepted
+        }
+    });
+    u.push(lines(16));
+    for _ in 0..20 {
+        if u.buffer.is_empty() {
+            break;
+        }
+        u.flush_once();
+    }
+    assert!(u.buffer.is_empty());
+    assert_eq!(u.batch, 4);
+    let sizes: Vec<usize> = lock(&bodies).iter().map(|b| b.lines().count()).collect();
+    assert_eq!(sizes, vec![16, 8, 4, 4, 4, 4]);
+}
+
+#[test]
+fn retryable_and_refused_answers_keep_every_point_and_back_off() {
+    let (mut u, _, st) = uploader(100, |_, n| match n {
+        1 => Outcome::Retry {
+            after: Some(Duration::from_secs(7)),
+            reason: "HTTP 429".into(),
+        },
+        2 => Outcome::Refused(401, "unauthorized".into()),
+        _ => Outcome::Accepted,
+    });
+    u.push(lines(5));
+    let before = Instant::now();
+    u.flush_once();
+    assert_eq!(u.buffer.len(), 5, "nothing is dropped on 429");
+    let retry = u.retry_at.expect("a retry time");
+    assert!(
+        retry >= before + Duration::from_secs(7),
+        "Retry-After is honoured"
+    );
+    u.flush_once();
+    assert_eq!(u.buffer.len(), 5, "nothing is dropped on 401");
+    assert!(lock(&st).last_result.contains("401"));
+    u.flush_once();
+    assert!(u.buffer.is_empty());
+    assert!(u.retry_at.is_none());
+}
+
+#[test]
+fn the_loop_delivers_everything_sent_before_the_channel_closes() {
+    let (u, bodies, st) = uploader(3, |_, _| Outcome::Accepted);
+    let (tx, rx) = crossbeam_channel::bounded(2);
+    let live = crate::status::Liveness::default();
+    let beat = live.register("uploader");
+    let h = std::thread::spawn(move || u.run(rx, beat));
+    for chunk in lines(7).chunks(2) {
+        tx.send(chunk.to_vec()).expect("send");
+    }
+    drop(tx);
+    h.join().expect("join");
+    assert_eq!(lock(&st).points_written, 7);
+    let all: Vec<String> = lock(&bodies)
+        .iter()
+        .flat_map(|b| b.lines().map(String::from).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(all, lines(7));
+}
