@@ -79,7 +79,7 @@ fn main() {
     );
     let influx = Influxd::start();
     let dir = TempDir::new("bench");
-    let ports: Vec<u16> = (0..machines).map(|_| free_port()).collect();
+    let ports = free_ports(machines);
     let cfg_json = json!({
         "state_dir": dir.path(),
         "influxdb": {"url": influx.url(), "api": "v1", "database": influx.db, "flush_interval_s": 1},

@@ -373,7 +373,8 @@ fn simulate_cmd(
     Ok(())
 }
 
-/// The built-in demo configuration (two jet-dyeing HMIs on loopback).
+/// The built-in demo configuration: two jet-dyeing HMIs on loopback Modbus TCP and two package
+/// machines on a simulated RS-485 bus.
 pub const DEMO_CONFIG: &str = include_str!("demo.json");
 
 fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
@@ -389,6 +390,17 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
             EXIT_CONFIG
         })?
     };
+    // Serial buses are simulated on a pty pair linked into a private temporary directory.
+    let tmp = std::env::temp_dir().join(format!("dyeing-gateway-demo-{}", std::process::id()));
+    for ep in &mut config.endpoints {
+        if let EndpointKind::Rtu(s) = &mut ep.kind {
+            if !Path::new(&s.path).exists() {
+                std::fs::create_dir_all(&tmp)
+                    .map_err(runtime("cannot create the demo directory"))?;
+                s.path = tmp.join(&ep.name).display().to_string();
+            }
+        }
+    }
     let sig = signals().map_err(runtime("cannot install signal handlers"))?;
     let sim = simulate::start(&config, Some("127.0.0.1"), 5.0)
         .map_err(runtime("cannot start the simulator"))?;
@@ -420,6 +432,7 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let board = running.board.clone();
     running.shutdown();
     drop(sim);
+    let _ = std::fs::remove_dir(&tmp);
     for m in board.snapshot().machines {
         eprintln!(
             "{}: online {:?}, {} polls, {} requests, {} points, errors {:?}",

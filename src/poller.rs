@@ -205,20 +205,18 @@ impl Poller {
                     self.connect_problem = Some(text.clone());
                 }
                 for ui in 0..self.units.len() {
-                    self.set_online(ui, false, Some(("connection", text.clone())));
+                    self.count_error(ui, "connection", &text);
+                    self.set_online(ui, false, Some(text.clone()));
                 }
                 false
             }
         }
     }
 
-    fn set_online(&mut self, ui: usize, online: bool, error: Option<(&'static str, String)>) {
+    /// Record the machine's online state; log only when it changes.
+    fn set_online(&mut self, ui: usize, online: bool, error: Option<String>) {
         let u = &mut self.units[ui];
         let mut st = lock(&u.status);
-        if let Some((kind, text)) = &error {
-            *st.errors.entry(kind).or_insert(0) += 1;
-            st.last_error = Some(text.clone());
-        }
         if u.online != Some(online) {
             let who = format!(
                 "machine {} (unit {} on {})",
@@ -228,7 +226,7 @@ impl Poller {
             );
             match (online, &error) {
                 (true, _) => log::info!("{who} is online"),
-                (false, Some((_, text))) => log::warn!("{who} is offline: {text}"),
+                (false, Some(text)) => log::warn!("{who} is offline: {text}"),
                 (false, None) => log::warn!("{who} is offline"),
             }
             u.online = Some(online);
@@ -261,6 +259,7 @@ impl Poller {
         let unit_id = self.units[ui].machine.unit_id;
         let mut fatal: Option<ModbusError> = None;
         let mut answered = false;
+        let mut last_problem: Option<String> = None;
         let mut i = 0;
         let requests_before = self.client.requests;
         while i < self.units[ui].groups[gi].blocks.len() {
@@ -299,7 +298,9 @@ impl Poller {
                         self.register_problem(ui, r, Some(e.to_string()));
                     }
                 }
-                Err(e @ ModbusError::Transport(_)) => {
+                Err(
+                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
+                ) => {
                     fatal = Some(e);
                     break;
                 }
@@ -310,9 +311,10 @@ impl Poller {
                     for &r in &b.members {
                         self.units[ui].detector.update(r, None);
                     }
-                    if self.client.framing_is_tcp() {
+                    let tcp = self.client.framing_is_tcp();
+                    last_problem = Some(e.to_string());
+                    if tcp {
                         self.client.transport().close();
-                        fatal = Some(e);
                         break;
                     }
                 }
@@ -340,8 +342,12 @@ impl Poller {
                 let u = &mut self.units[ui];
                 let delay = u.backoff.next_delay();
                 u.resume_at = Some(Instant::now() + delay);
-                let text = format!("{e}");
-                self.set_online(ui, answered, Some((e.kind(), text)));
+                self.count_error(ui, e.kind(), &e.to_string());
+                self.set_online(ui, answered, Some(e.to_string()));
+            }
+            None if !answered => {
+                // Only garbled replies: the machine (or the bus) is there but gives no data.
+                self.set_online(ui, false, last_problem);
             }
             None => {
                 self.consecutive_timeouts = 0;

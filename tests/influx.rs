@@ -51,7 +51,8 @@ fn plant_config(influx: &Influxd, ports: [u16; 2], state: &TempDir) -> serde_jso
 fn run_writes_the_four_measurements_with_types_tags_and_escaping() {
     let influx = Influxd::start();
     let dir = TempDir::new("run");
-    let ports = [free_port(), free_port()];
+    let p = free_ports(2);
+    let ports = [p[0], p[1]];
     let cfg = dir.write(
         "machines.json",
         &plant_config(&influx, ports, &dir).to_string(),

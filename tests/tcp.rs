@@ -21,7 +21,7 @@ fn quantity(ty: &str) -> u64 {
 
 /// Register entries (with the value pymodbus serves) covering every type, order, kind and
 /// string layout.
-fn all_types() -> Vec<Value> {
+pub(crate) fn all_types() -> Vec<Value> {
     let mut regs = Vec::new();
     let mut addr = 0u64;
     let samples = [
@@ -136,13 +136,19 @@ fn every_type_and_order_decodes_as_pymodbus_serves_it() {
         peer.proc.dump()
     );
     assert!(out.status.success(), "once failed\n{dump}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_decoded(&lines, &regs, &dump);
+}
+
+/// Every register of `regs` appears in `lines` with the value pymodbus serves, typed right.
+pub(crate) fn assert_decoded(lines: &[&str], regs: &[Value], dump: &str) {
     let mut fields = std::collections::HashMap::new();
-    for line in stdout.lines() {
+    for line in lines {
         for (k, v) in parse_fields(line).1 {
             fields.insert(k, v);
         }
     }
-    for r in &regs {
+    for r in regs {
         let name = r["name"].as_str().unwrap_or_default();
         let got = fields
             .get(name)

@@ -7,5 +7,6 @@ mod util;
 
 mod cli;
 mod influx;
+mod rtu;
 mod tcp;
 mod v2;

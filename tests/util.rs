@@ -72,6 +72,17 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `n` distinct free ports (the listeners are held until all are chosen).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).expect("port"))
+        .collect()
+}
+
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
@@ -200,8 +211,8 @@ pub struct Influxd {
 impl Influxd {
     pub fn start() -> Influxd {
         let dir = TempDir::new("influxd");
-        let port = free_port();
-        let rpc = free_port();
+        let p = free_ports(2);
+        let (port, rpc) = (p[0], p[1]);
         let d = dir.path().display();
         let conf = dir.write(
             "influxd.conf",
@@ -486,4 +497,52 @@ pub fn parse_fields(line: &str) -> (String, Vec<(String, String)>) {
     }
     fields.push((key, val));
     (parts[0].clone(), fields)
+}
+
+/// Log lines of the library, captured for assertions ("logged once per state change").
+pub struct Logs(&'static Mutex<Vec<String>>);
+
+struct CaptureLogger(&'static Mutex<Vec<String>>);
+
+impl log::Log for CaptureLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(format!("{} {}", r.level(), r.args()));
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Install the capturing logger (once per test binary) and return a handle to its lines.
+pub fn capture_logs() -> Logs {
+    static LINES: std::sync::OnceLock<&'static Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    let lines = LINES.get_or_init(|| {
+        let lines: &'static Mutex<Vec<String>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        if log::set_boxed_logger(Box::new(CaptureLogger(lines))).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+        lines
+    });
+    Logs(lines)
+}
+
+impl Logs {
+    /// How many captured lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .map(|v| v.iter().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
+    }
+    /// The captured lines that contain `filter`, for failure messages.
+    pub fn dump(&self, filter: &str) -> String {
+        let lines = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        let kept: Vec<String> = lines.into_iter().filter(|l| l.contains(filter)).collect();
+        format!("--- log ---\n{}", kept.join("\n"))
+    }
 }
