@@ -45,7 +45,13 @@ struct Transaction {
 }
 
 /// The paced slave: answers every request for the bus's unit ids at wire speed.
-fn paced_slave(mut port: TTYPort, bus: Bus, ct: Duration, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Transaction>>>) {
+fn paced_slave(
+    mut port: TTYPort,
+    bus: Bus,
+    ct: Duration,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Transaction>>>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 256];
     while !stop.load(Ordering::Relaxed) {
@@ -110,19 +116,25 @@ fn run(baud: u32, parity: &str, transactions: usize) {
         "profiles": {"p": {"poll_interval_s": 0.001, "registers": regs}},
         "machines": (1..=10).map(|u| json!({"name": format!("S{u:02}"), "endpoint": "bus", "slave_id": u, "profile": "p"})).collect::<Vec<_>>()
     });
-    let cfg = config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
+    let cfg =
+        config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
     let settings = match &cfg.endpoints[0].kind {
         config::EndpointKind::Rtu(s) => s.clone(),
         _ => unreachable!("the config has one RTU endpoint"),
     };
     let (ct, silence) = (char_time(&settings), t35(&settings));
     let bus: Bus = Arc::new(Mutex::new(
-        cfg.machines.iter().map(|m| (m.unit_id, SimMachine::new(m.clone(), 60.0))).collect::<BTreeMap<_, _>>(),
+        cfg.machines
+            .iter()
+            .map(|m| (m.unit_id, SimMachine::new(m.clone(), 60.0)))
+            .collect::<BTreeMap<_, _>>(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut master = master;
-    master.set_timeout(Duration::from_millis(100)).expect("timeout");
+    master
+        .set_timeout(Duration::from_millis(100))
+        .expect("timeout");
     let slave_thread = {
         let (bus, stop, log) = (bus.clone(), stop.clone(), log.clone());
         std::thread::spawn(move || paced_slave(master, bus, ct, stop, log))
@@ -145,13 +157,27 @@ fn run(baud: u32, parity: &str, transactions: usize) {
     let _ = slave_thread.join();
     let _ = drain.join();
     drop(slave);
-    let log = log.lock().map(|l| l.iter().map(|t| (t.first, t.reply_end, t.bytes, t.lag)).collect::<Vec<_>>()).unwrap_or_default();
+    let log = log
+        .lock()
+        .map(|l| {
+            l.iter()
+                .map(|t| (t.first, t.reply_end, t.bytes, t.lag))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     let w = &log[warmup..warmup + transactions + 1];
     let measured = w[transactions].0 - w[0].0;
     let lag: Duration = w[..transactions].iter().map(|t| t.3).sum();
-    let wire: Duration = w[..transactions].iter().map(|t| ct * t.2 as u32 + silence).sum();
+    let wire: Duration = w[..transactions]
+        .iter()
+        .map(|t| ct * t.2 as u32 + silence)
+        .sum();
     let early = w.windows(2).filter(|p| p[1].0 - p[0].1 < silence).count();
-    let min_gap = w.windows(2).map(|p| p[1].0 - p[0].1).min().unwrap_or_default();
+    let min_gap = w
+        .windows(2)
+        .map(|p| p[1].0 - p[0].1)
+        .min()
+        .unwrap_or_default();
     let cycle = |d: Duration| d.as_secs_f64() * 1000.0 / (transactions as f64 / 10.0);
     println!(
         "{baud:>6} 8{}1: bus cycle (10 slaves x 40 registers) {:.2} ms vs wire time {:.2} ms = {:.4}x; \

@@ -264,3 +264,52 @@ fn rtu_framed_over_tcp_against_pymodbus() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_decoded(&lines, &regs, &dump);
 }
+
+#[test]
+#[cfg_attr(
+    target_arch = "arm",
+    ignore = "qemu-user 7.2 lacks TCGETS2; serial tests run on x86"
+)]
+fn a_serial_port_that_disappears_and_comes_back_is_reopened() {
+    let dir = TempDir::new("rtu-unplug");
+    let regs = vec![
+        json!({"name": "level", "kind": "holding", "address": 0, "type": "uint16", "value": 42, "measurement": "medium_frequency_data"}),
+    ];
+    let spec = json!({"slaves": {"1": regs}});
+    let pair = pty_pair(&dir, "usb");
+    let server = rtu_server(&dir, &spec, &pair.a);
+    let cfg_json = json!({
+        "endpoints": [{"name": "usb", "transport": "rtu", "serial_port": pair.b, "baudrate": 19200, "timeout_s": 0.5}],
+        "machines": [{"name": "PKG-09", "endpoint": "usb", "slave_id": 1, "registers": register_config(&regs)}]
+    });
+    let cfg: Config =
+        config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
+    let st: Vec<Arc<Mutex<MachineStatus>>> = vec![Arc::default()];
+    let (tx, _rx) = crossbeam_channel::bounded(64);
+    let mut poller = Poller::new(&cfg, 0, transport_for(&cfg.endpoints[0]), &st, tx);
+    assert!(poller
+        .poll_all_once()
+        .iter()
+        .any(|l| l.contains("level=42i")));
+    // "Unplug": the pty pair and the server go away, and with them the device node.
+    drop(server);
+    drop(pair);
+    poller.poll_all_once();
+    assert_eq!(lock(&st[0]).online, Some(false));
+    poller.poll_all_once();
+    assert!(lock(&st[0])
+        .last_error
+        .as_deref()
+        .is_some_and(|e| !e.is_empty()));
+    // "Plug in again": the same path reappears.
+    let pair = pty_pair(&dir, "usb");
+    let _server = rtu_server(&dir, &spec, &pair.a);
+    let lines = poller.poll_all_once();
+    assert_eq!(
+        lock(&st[0]).online,
+        Some(true),
+        "{:?}",
+        lock(&st[0]).last_error
+    );
+    assert!(lines.iter().any(|l| l.contains("level=42i")), "{lines:?}");
+}
