@@ -3,12 +3,13 @@
 //! the pollers stop first (dropping their senders), then the uploader drains the channel,
 //! makes its last flush and exits.
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::poller::{transport_for, Poller};
 use crate::status::{Board, Liveness, MachineStatus};
 use crate::uploader::buffer::Buffer;
 use crate::uploader::sink::Sink;
-use crate::uploader::{Settings, Uploader};
+use crate::uploader::{Batch, Settings, Uploader};
 use crossbeam_channel::{bounded, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -58,6 +59,7 @@ pub fn start(
     sink: Box<dyn Sink>,
     buffer: Box<dyn Buffer>,
     settings: Settings,
+    clock: Arc<Clock>,
 ) -> std::io::Result<Running> {
     let board = Arc::new(Board {
         machines: config
@@ -68,12 +70,13 @@ pub fn start(
         uploader: Default::default(),
     });
     let liveness = Arc::new(Liveness::default());
-    let (points_tx, points_rx) = bounded::<Vec<String>>(POINTS_CHANNEL);
+    let (points_tx, points_rx) = bounded::<Batch>(POINTS_CHANNEL);
     let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
 
     let uploader = {
         let beat = liveness.register("uploader");
-        let up = Uploader::new(settings, sink, buffer, board.uploader.clone());
+        let up =
+            Uploader::new(settings, sink, buffer, board.uploader.clone()).with_clock(clock.clone());
         std::thread::Builder::new()
             .name("uploader".into())
             .spawn(move || up.run(points_rx, beat))?
@@ -86,7 +89,8 @@ pub fn start(
             transport_for(ep),
             &board.machines,
             points_tx.clone(),
-        );
+        )
+        .with_clock(clock.clone());
         let beat = liveness.register(&format!("poller {}", ep.name));
         let shutdown = shutdown_rx.clone();
         pollers.push(
@@ -117,5 +121,6 @@ pub fn uploader_settings(config: &Config) -> Settings {
         flush_interval: flush,
         rejected_file: Some(config.state_dir.join("rejected.lp")),
         shutdown_grace: Duration::from_secs(5),
+        hold_max_points: config.clock.hold_max_points,
     }
 }

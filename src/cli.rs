@@ -4,16 +4,19 @@
 //! line protocol and summaries go to stdout.
 
 use crate::app;
+use crate::clock::Clock;
 use crate::config::{self, Config, EndpointKind, InfluxApi, Measurement};
 use crate::poller::{transport_for, Poller};
 use crate::simulate;
 use crate::status::lock;
 use crate::uploader::buffer::MemoryBuffer;
 use crate::uploader::sink::{InfluxSink, StdoutSink};
+use crate::uploader::spool::{Spool, SpoolOptions};
 use clap::{Parser, Subcommand};
 use crossbeam_channel::{bounded, select, Receiver};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const EXIT_RUNTIME: i32 = 1;
@@ -179,11 +182,19 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         config.endpoints.len(),
         crate::uploader::sink::Sink::describe(&sink)
     );
+    let spool = Spool::open(SpoolOptions {
+        dir: config.state_dir.join("spool"),
+        window: influx.fsync_window,
+        max_bytes: influx.spool_max_bytes,
+        max_memory: influx.buffer_max_points,
+    });
+    let clock = Arc::new(Clock::new(config.clock.check.clone()));
     let running = app::start(
         &config,
         Box::new(sink),
-        Box::new(MemoryBuffer::new(influx.buffer_max_points)),
+        Box::new(spool),
         app::uploader_settings(&config),
+        clock,
     )
     .map_err(runtime("cannot start threads"))?;
     wait(&sig, duration);
@@ -426,6 +437,7 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         Box::new(StdoutSink { requests: 0 }),
         Box::new(MemoryBuffer::new(100_000)),
         settings,
+        Arc::new(Clock::trusted()),
     )
     .map_err(runtime("cannot start threads"))?;
     wait(&sig, duration);

@@ -10,6 +10,7 @@
 
 use crate::backoff::Backoff;
 use crate::change::Detector;
+use crate::clock::Clock;
 use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
 use crate::modbus::codec::{exception, Reply};
 use crate::modbus::transport::{TcpTransport, Transport, TransportError};
@@ -17,6 +18,7 @@ use crate::modbus::{Client, ModbusError};
 use crate::registers::plan::{self, ReadBlock};
 use crate::registers::{self, Value};
 use crate::status::{lock, unix_ms, Beat, MachineStatus};
+use crate::uploader::Batch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -50,8 +52,11 @@ pub struct Poller {
     next_connect: Instant,
     connect_problem: Option<String>,
     consecutive_timeouts: u32,
-    out: Sender<Vec<String>>,
+    out: Sender<Batch>,
     beat: Option<Arc<Beat>>,
+    clock: Arc<Clock>,
+    /// Whether the lines of the current poll carry a real timestamp.
+    stamped: bool,
 }
 
 /// Open the transport an endpoint asks for.
@@ -100,7 +105,7 @@ impl Poller {
         endpoint_index: usize,
         transport: Box<dyn Transport>,
         statuses: &[Arc<Mutex<MachineStatus>>],
-        out: Sender<Vec<String>>,
+        out: Sender<Batch>,
     ) -> Self {
         let endpoint = config.endpoints[endpoint_index].clone();
         let start = Instant::now();
@@ -138,7 +143,15 @@ impl Poller {
             consecutive_timeouts: 0,
             out,
             beat: None,
+            clock: Arc::new(Clock::trusted()),
+            stamped: true,
         }
+    }
+
+    /// Stamp polls with `clock` (the default trusts the system clock).
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Read blocks per machine and group, for `check` and the benchmark.
@@ -255,6 +268,11 @@ impl Poller {
             return lines;
         }
         let ts = SystemTime::now();
+        // While the clock is not trusted, lines carry the placeholder timestamp 0 and the
+        // uploader stamps them later from the monotonic clock.
+        let ts_ms = self.clock.now_ms();
+        self.stamped = ts_ms.is_some();
+        let ts_ms = ts_ms.unwrap_or(0);
         let started = Instant::now();
         let unit_id = self.units[ui].machine.unit_id;
         let mut fatal: Option<ModbusError> = None;
@@ -355,7 +373,7 @@ impl Poller {
                 u.backoff.reset();
                 u.resume_at = None;
                 let measurements = u.groups[gi].measurements.clone();
-                u.detector.emit(&measurements, now, unix_ms(ts), &mut lines);
+                u.detector.emit(&measurements, now, ts_ms, &mut lines);
                 self.set_online(ui, true, None);
             }
         }
@@ -421,7 +439,11 @@ impl Poller {
         if lines.is_empty() {
             return;
         }
-        let mut msg = lines;
+        let mut msg = Batch {
+            lines,
+            taken: Instant::now(),
+            stamped: self.stamped,
+        };
         let mut warned = false;
         loop {
             match self.out.send_timeout(msg, Duration::from_secs(1)) {

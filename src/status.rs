@@ -46,6 +46,14 @@ pub struct UploaderStatus {
     pub dropped: u64,
     pub last_result: String,
     pub last_ok_ms: Option<i64>,
+    /// Points waiting on disk (the spool).
+    pub spooled: u64,
+    pub spool_problem: Option<String>,
+    pub clock_synced: bool,
+    /// Points held until the clock is synchronized.
+    pub held_unstamped: usize,
+    /// Held points dropped because too many piled up before the clock was synchronized.
+    pub dropped_unstamped: u64,
 }
 
 #[derive(Default)]

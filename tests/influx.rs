@@ -7,7 +7,7 @@ use dyeing_gateway::config;
 use dyeing_gateway::status::UploaderStatus;
 use dyeing_gateway::uploader::buffer::MemoryBuffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
-use dyeing_gateway::uploader::{Settings, Uploader};
+use dyeing_gateway::uploader::{Batch, Settings, Uploader};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -186,6 +186,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
             flush_interval: Duration::from_millis(100),
             rejected_file: Some(rejected.clone()),
             shutdown_grace: Duration::from_secs(10),
+            hold_max_points: 1000,
         },
         Box::new(InfluxSink::new(&influx_cfg)),
         Box::new(MemoryBuffer::new(10_000)),
@@ -201,7 +202,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
     let liveness = dyeing_gateway::status::Liveness::default();
     let beat = liveness.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));
-    tx.send(lines).expect("send");
+    tx.send(Batch::stamped(lines)).expect("send");
     drop(tx);
     h.join().expect("uploader thread");
     let stored = influx.rows("SELECT count(v) FROM good");

@@ -237,7 +237,7 @@ fn bus_faults_are_counted_and_healthy_slaves_keep_their_schedule() {
         "{dump}"
     );
     // Healthy data reached the uploader channel.
-    let lines: Vec<String> = rx.try_iter().flatten().collect();
+    let lines: Vec<String> = rx.try_iter().flat_map(|b| b.lines).collect();
     assert!(
         lines
             .iter()

@@ -8,7 +8,7 @@ use dyeing_gateway::config;
 use dyeing_gateway::status::{Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::MemoryBuffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
-use dyeing_gateway::uploader::{Settings, Uploader};
+use dyeing_gateway::uploader::{Batch, Settings, Uploader};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ fn upload(fake: &FakeInflux2, lines: Vec<String>, batch: usize, dir: &TempDir) -
             flush_interval: Duration::from_millis(50),
             rejected_file: Some(dir.path().join("rejected.lp")),
             shutdown_grace: Duration::from_secs(20),
+            hold_max_points: 1000,
         },
         Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"))),
         Box::new(MemoryBuffer::new(100_000)),
@@ -43,10 +44,10 @@ fn upload(fake: &FakeInflux2, lines: Vec<String>, batch: usize, dir: &TempDir) -
     let live = Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));
-    tx.send(lines).expect("send");
+    tx.send(Batch::stamped(lines)).expect("send");
     // Keep the channel open until everything is delivered, so retries run in the loop.
     let total = status.clone();
-    wait_until(Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(40), || {
         let s = total.lock().map(|s| s.clone()).unwrap_or_default();
         s.points_written > 0 && s.buffered == 0
     });

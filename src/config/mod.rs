@@ -282,7 +282,18 @@ pub struct Influx {
     pub max_points_per_write: usize,
     pub flush_interval: Duration,
     pub timeout: Duration,
+    /// Points kept in memory when the spool cannot be used.
     pub buffer_max_points: usize,
+    pub spool_max_bytes: u64,
+    /// Points not delivered within this window are written to the spool and synced: the most
+    /// a crash or power cut can lose.
+    pub fsync_window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockSettings {
+    pub check: crate::clock::SyncCheck,
+    pub hold_max_points: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -303,6 +314,7 @@ pub struct Config {
     /// `None` when no InfluxDB is configured: `run` refuses that, `once` and `demo` do not care.
     pub influx: Option<Influx>,
     pub influx_problem: Option<ConfigError>,
+    pub clock: ClockSettings,
     pub api: Api,
     pub endpoints: Vec<Endpoint>,
     pub machines: Vec<Machine>,
@@ -473,6 +485,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let tags = c.tags("$.tags", &raw.tags);
     let (influx, influx_problem) = validate_influx(&mut c, &raw.influxdb);
     let api = validate_api(&mut c, &raw.api);
+    let clock = validate_clock(&mut c, &raw.clock);
     let mut endpoints = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
     for (i, e) in raw.endpoints.iter().enumerate() {
@@ -558,6 +571,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         tags,
         influx,
         influx_problem,
+        clock,
         api,
         endpoints: kept,
         machines,
@@ -649,8 +663,53 @@ fn validate_influx(c: &mut Check, r: &RawInflux) -> (Option<Influx>, Option<Conf
         ),
         timeout: c.secs("$.influxdb.timeout_s", r.timeout_s, Duration::from_secs(10)),
         buffer_max_points,
+        spool_max_bytes: match r.spool_max_mb {
+            Some(0) => {
+                c.err("$.influxdb.spool_max_mb", "must be at least 1");
+                0
+            }
+            Some(mb) => mb.saturating_mul(1 << 20),
+            None => 1 << 30,
+        },
+        fsync_window: c.secs(
+            "$.influxdb.fsync_window_s",
+            r.fsync_window_s,
+            Duration::from_secs(1),
+        ),
     };
     (Some(influx), None)
+}
+
+fn validate_clock(c: &mut Check, r: &RawClock) -> ClockSettings {
+    use crate::clock::{SyncCheck, TIMESYNCD_FILE};
+    let check = match (r.sync_check.as_deref().unwrap_or("auto"), &r.sync_file) {
+        ("auto", None) => SyncCheck::auto(),
+        ("timesyncd", None) => SyncCheck::File(TIMESYNCD_FILE.into()),
+        ("off", None) => SyncCheck::Off,
+        ("file", Some(f)) if !f.is_empty() => SyncCheck::File(f.into()),
+        ("file", _) => {
+            c.err(
+                "$.clock.sync_file",
+                "missing (sync_check `file` needs a path)",
+            );
+            SyncCheck::Off
+        }
+        ("auto" | "timesyncd" | "off", Some(_)) => {
+            c.err("$.clock.sync_file", "only used with sync_check `file`");
+            SyncCheck::Off
+        }
+        (other, _) => {
+            c.err(
+                "$.clock.sync_check",
+                format!("unknown check `{other}` (expected auto, timesyncd, file or off)"),
+            );
+            SyncCheck::Off
+        }
+    };
+    ClockSettings {
+        check,
+        hold_max_points: r.hold_max_points.unwrap_or(200_000),
+    }
 }
 
 fn validate_api(c: &mut Check, r: &RawApi) -> Api {

@@ -21,6 +21,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub api: RawApi,
     #[serde(default)]
+    pub clock: RawClock,
+    #[serde(default)]
     pub defaults: RawEndpointSettings,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
@@ -45,6 +47,17 @@ pub struct RawInflux {
     pub flush_interval_s: Option<f64>,
     pub timeout_s: Option<f64>,
     pub buffer_max_points: Option<usize>,
+    pub spool_max_mb: Option<u64>,
+    pub fsync_window_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClock {
+    /// `auto`, `timesyncd`, `file` or `off`.
+    pub sync_check: Option<String>,
+    pub sync_file: Option<String>,
+    pub hold_max_points: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

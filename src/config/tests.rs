@@ -185,7 +185,9 @@ fn minimal_config_gets_the_defaults() {
 fn the_built_in_demo_config_is_valid() {
     let raw = parse(include_str!("../demo.json")).unwrap();
     let c = validate_raw(raw).unwrap();
-    assert_eq!(c.machines.len(), 2);
+    // Two jet HMIs over TCP and two package machines on one RS-485 bus.
+    assert_eq!(c.machines.len(), 4);
+    assert_eq!(c.endpoints.len(), 3);
 }
 
 #[test]

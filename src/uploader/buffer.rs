@@ -3,6 +3,7 @@
 //! spool implements the same interface.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 pub trait Buffer: Send {
     /// Append the lines of one poll, in order.
@@ -17,6 +18,20 @@ pub trait Buffer: Send {
     }
     /// Lines dropped because the buffer was full, since the start.
     fn dropped(&self) -> u64;
+    /// Housekeeping (the spool spills old lines to disk and syncs); returns when it is next due.
+    fn maintain(&mut self) -> Option<Instant> {
+        None
+    }
+    /// Shutdown: make what is held durable.
+    fn close(&mut self) {}
+    /// Lines kept on disk.
+    fn on_disk(&self) -> u64 {
+        0
+    }
+    /// Why the buffer cannot keep points durably, if it cannot.
+    fn problem(&self) -> Option<String> {
+        None
+    }
 }
 
 pub struct MemoryBuffer {

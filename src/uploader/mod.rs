@@ -1,24 +1,53 @@
-//! The uploader thread: the only thread that talks to InfluxDB. Pollers send the lines of each
-//! poll over a bounded channel; the uploader appends them to its `Buffer` and sends write
-//! requests of up to `max_points_per_write` lines when a full request is ready or the oldest
-//! line has waited `flush_interval`. Outcomes: 2xx acknowledged; 413 halves the request size;
-//! 400/422 bisect the request to isolate the bad lines, which are set aside with the reason
-//! (`rejected.lp` in the state directory) while the rest is resent; 401/403/404 keep the data
-//! and log loudly; 429/5xx/network errors back off (capped, with jitter; `Retry-After` wins).
-//! It exits when every sender is gone, after a last flush.
+//! The uploader: the only part that talks to InfluxDB. Pollers send each poll's lines as a
+//! `Batch` over a bounded channel; the uploader thread appends them to its `Buffer` (memory,
+//! or the durable spool) and sends write requests of up to `max_points_per_write` lines when
+//! a full request is ready or the oldest line has waited `flush_interval`. The HTTP call runs
+//! on a worker thread (`influx-http`), so while a request hangs the uploader keeps taking
+//! points, spilling them to disk and checking in with the watchdog.
+//!
+//! Outcomes: 2xx acknowledged; 413 halves the request size; 400/422 bisect the request to
+//! isolate the bad lines, which are set aside with the reason (`rejected.lp` in the state
+//! directory) while the rest is resent; 401/403/404 keep the data and log loudly; 429/5xx and
+//! network errors back off (capped, with jitter; `Retry-After` wins).
+//!
+//! Batches stamped while the clock was not trusted (`clock`) are held in memory with their
+//! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
+//! last flush and closing the buffer (the spool syncs what it holds).
 
 pub mod buffer;
 pub mod sink;
+pub mod spool;
 
 use crate::backoff::Backoff;
+use crate::clock::{wall_ms, Clock};
 use crate::status::{lock, unix_ms, Beat, UploaderStatus};
 use buffer::Buffer;
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use sink::{Outcome, Sink};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+/// The lines of one poll. `stamped` is false when the clock was not trusted at poll time:
+/// then every line ends in the placeholder timestamp ` 0` and `taken` says when it was polled.
+#[derive(Debug)]
+pub struct Batch {
+    pub lines: Vec<String>,
+    pub taken: Instant,
+    pub stamped: bool,
+}
+
+impl Batch {
+    pub fn stamped(lines: Vec<String>) -> Batch {
+        Batch {
+            lines,
+            taken: Instant::now(),
+            stamped: true,
+        }
+    }
+}
 
 pub struct Settings {
     pub max_points_per_write: usize,
@@ -27,6 +56,8 @@ pub struct Settings {
     pub rejected_file: Option<PathBuf>,
     /// How long the last flush may take on shutdown.
     pub shutdown_grace: Duration,
+    /// Points held while the clock is not trusted, at most.
+    pub hold_max_points: usize,
 }
 
 /// Result of sending one prefix of the buffer.
@@ -39,46 +70,116 @@ enum Sent {
 
 pub struct Uploader {
     settings: Settings,
-    sink: Box<dyn Sink>,
     buffer: Box<dyn Buffer>,
     status: Arc<Mutex<UploaderStatus>>,
+    clock: Arc<Clock>,
+    held: VecDeque<Batch>,
+    held_points: usize,
     batch: usize,
     backoff: Backoff,
     retry_at: Option<Instant>,
     oldest_since: Option<Instant>,
     last_problem: Option<String>,
+    /// The worker that makes the HTTP calls.
+    http: Sender<String>,
+    outcomes: Receiver<Outcome>,
+    /// Incoming batches; `None` once every sender is gone.
+    points: Option<Receiver<Batch>>,
+    beat: Option<Arc<Beat>>,
 }
 
 impl Uploader {
     pub fn new(
         settings: Settings,
-        sink: Box<dyn Sink>,
+        mut sink: Box<dyn Sink>,
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,
     ) -> Self {
         lock(&status).sink = sink.describe();
         let batch = settings.max_points_per_write.max(1);
+        let (http, bodies) = bounded::<String>(1);
+        let (outcome_tx, outcomes) = bounded::<Outcome>(1);
+        // The worker ends when the uploader drops its sender.
+        let _ = std::thread::Builder::new()
+            .name("influx-http".into())
+            .spawn(move || {
+                for body in bodies {
+                    if outcome_tx.send(sink.write(&body)).is_err() {
+                        break;
+                    }
+                }
+            });
         Uploader {
             settings,
-            sink,
             buffer,
             status,
+            clock: Arc::new(Clock::trusted()),
+            held: VecDeque::new(),
+            held_points: 0,
             batch,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             retry_at: None,
             oldest_since: None,
             last_problem: None,
+            http,
+            outcomes,
+            points: None,
+            beat: None,
         }
     }
 
-    fn push(&mut self, lines: Vec<String>) {
-        if lines.is_empty() {
+    /// Use `clock` to decide when held batches can be stamped (the default trusts the clock).
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn push(&mut self, batch: Batch) {
+        if batch.lines.is_empty() {
+            return;
+        }
+        if !batch.stamped {
+            self.held_points += batch.lines.len();
+            self.held.push_back(batch);
+            while self.held_points > self.settings.hold_max_points {
+                let Some(b) = self.held.pop_front() else {
+                    break;
+                };
+                self.held_points -= b.lines.len();
+                lock(&self.status).dropped_unstamped += b.lines.len() as u64;
+            }
             return;
         }
         if self.buffer.is_empty() {
             self.oldest_since = Some(Instant::now());
         }
-        self.buffer.push(lines);
+        self.buffer.push(batch.lines);
+    }
+
+    /// Stamp held batches once the clock is trusted: poll time = now - age on the monotonic
+    /// clock.
+    fn release_held(&mut self) {
+        if self.held.is_empty() || !self.clock.is_synced() {
+            return;
+        }
+        let now_ms = wall_ms();
+        let n = self.held_points;
+        while let Some(b) = self.held.pop_front() {
+            let ts = now_ms - b.taken.elapsed().as_millis() as i64;
+            let lines = b
+                .lines
+                .into_iter()
+                .map(|l| match l.rsplit_once(' ') {
+                    Some((head, _)) => format!("{head} {ts}"),
+                    None => l,
+                })
+                .collect();
+            self.push(Batch::stamped(lines));
+        }
+        self.held_points = 0;
+        log::info!(
+            "clock synchronized: {n} points polled before were stamped from the monotonic clock"
+        );
     }
 
     /// When the next write request is due, if any.
@@ -117,14 +218,63 @@ impl Uploader {
         lock(&self.status).rejected += 1;
     }
 
+    /// Take in whatever arrives and keep the buffer's housekeeping going for up to `wait`.
+    fn service(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(b) = &self.beat {
+                b.check_in();
+            }
+            let now = Instant::now();
+            let mut until = deadline;
+            if let Some(t) = self.buffer.maintain() {
+                until = until.min(t);
+            }
+            let left = until.saturating_duration_since(now);
+            let Some(rx) = self.points.clone() else {
+                std::thread::sleep(left.min(Duration::from_millis(100)));
+                return;
+            };
+            select! {
+                recv(rx) -> msg => match msg {
+                    Ok(b) => self.push(b),
+                    Err(_) => self.points = None,
+                },
+                default(left) => {}
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// One HTTP call on the worker, servicing the channel and the buffer while it runs.
+    fn call(&mut self, body: String) -> Outcome {
+        if self.http.send(body).is_err() {
+            return Outcome::Retry {
+                after: None,
+                reason: "the HTTP worker has stopped".into(),
+            };
+        }
+        loop {
+            if let Ok(o) = self.outcomes.try_recv() {
+                return o;
+            }
+            let outcomes = self.outcomes.clone();
+            select! {
+                recv(outcomes) -> o => return o.unwrap_or(Outcome::Retry {
+                    after: None,
+                    reason: "the HTTP worker has stopped".into(),
+                }),
+                default(Duration::from_millis(50)) => self.service(Duration::ZERO),
+            }
+        }
+    }
+
     /// Send `lines`; on 400, bisect to find the bad ones.
     fn send(&mut self, lines: &[String]) -> Sent {
-        let body = lines.join("\n");
-        let outcome = self.sink.write(&body);
-        {
-            let mut st = lock(&self.status);
-            st.write_requests += 1;
-        }
+        let outcome = self.call(lines.join("\n"));
+        lock(&self.status).write_requests += 1;
         match outcome {
             Outcome::Accepted => Sent::Done(lines.len()),
             Outcome::Rejected(reason) if lines.len() == 1 => {
@@ -161,41 +311,36 @@ impl Uploader {
     fn flush_once(&mut self) {
         let n = self.batch.min(self.buffer.len());
         let lines: Vec<String> = self.buffer.peek(n).to_vec();
-        let sent = self.send(&lines);
-        let (done, problem) = match sent {
+        let (done, problem) = match self.send(&lines) {
             Sent::Done(d) => (d, None),
             Sent::Partial(d, o) => (d, Some(o)),
         };
         self.buffer.ack(done);
         let now = Instant::now();
-        let mut st = lock(&self.status);
-        st.points_written += done as u64;
-        st.buffered = self.buffer.len();
-        st.dropped = self.buffer.dropped();
-        match problem {
+        let text = match problem {
             None => {
                 self.backoff.reset();
                 self.retry_at = None;
-                st.last_ok_ms = Some(unix_ms(SystemTime::now()));
-                st.last_result = format!("ok: {done} points");
+                lock(&self.status).last_ok_ms = Some(unix_ms(SystemTime::now()));
                 if let Some(p) = self.last_problem.take() {
                     log::info!(
                         "InfluxDB writes work again (after: {p}); {} points waiting",
                         self.buffer.len()
                     );
                 }
+                format!("ok: {done} points")
             }
-            Some(Outcome::TooLarge) => {}
+            Some(Outcome::TooLarge) => "413: request size halved".into(),
             Some(o) => {
                 let (text, wait) = match &o {
                     Outcome::Refused(code, body) => (
                         format!("HTTP {code} {body}: check the URL, token/credentials, org and bucket/database; points are kept"),
-                        self.backoff.next_delay().max(Duration::from_secs(10)),
+                        self.backoff.next_delay().max(Duration::from_secs(5)),
                     ),
                     Outcome::Retry { after, reason } => {
                         (reason.clone(), after.unwrap_or_else(|| self.backoff.next_delay()))
                     }
-                    _ => ("unexpected".into(), self.backoff.next_delay()),
+                    _ => ("unexpected answer".into(), self.backoff.next_delay()),
                 };
                 if self.last_problem.as_deref() != Some(text.as_str()) {
                     if matches!(o, Outcome::Refused(..)) {
@@ -208,55 +353,92 @@ impl Uploader {
                     }
                     self.last_problem = Some(text.clone());
                 }
-                st.last_result = text;
                 self.retry_at = Some(now + wait);
+                text
             }
-        }
+        };
         if self.buffer.is_empty() {
             self.oldest_since = None;
-        } else if done > 0 {
-            self.oldest_since = Some(now.min(self.oldest_since.unwrap_or(now)));
         }
+        let mut st = lock(&self.status);
+        st.points_written += done as u64;
+        st.last_result = text;
+    }
+
+    fn update_status(&self) {
+        let mut st = lock(&self.status);
+        st.buffered = self.buffer.len();
+        st.spooled = self.buffer.on_disk();
+        st.dropped = self.buffer.dropped();
+        st.spool_problem = self.buffer.problem();
+        st.clock_synced = self.clock.is_synced();
+        st.held_unstamped = self.held_points;
     }
 
     /// The thread's loop. Returns when every sender is gone and the last flush is done.
-    pub fn run(mut self, rx: Receiver<Vec<String>>, beat: Arc<Beat>) {
-        loop {
-            beat.check_in();
+    pub fn run(mut self, rx: Receiver<Batch>, beat: Arc<Beat>) {
+        self.points = Some(rx);
+        self.beat = Some(beat);
+        let mut clock_checked = Instant::now();
+        let mut synced = self.clock.is_synced();
+        if !synced {
+            log::warn!(
+                "the clock is not synchronized ({}): points are held and stamped once it is",
+                self.clock.describe()
+            );
+        }
+        while self.points.is_some() {
+            if clock_checked.elapsed() >= Duration::from_secs(1) {
+                clock_checked = Instant::now();
+                if self.clock.refresh() != synced {
+                    synced = !synced;
+                    if !synced {
+                        log::warn!("the clock lost synchronization: new points are held");
+                    }
+                }
+            }
+            self.release_held();
             let now = Instant::now();
             let wait = self
                 .next_flush()
                 .map(|t| t.saturating_duration_since(now))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
-            select! {
-                recv(rx) -> msg => match msg {
-                    Ok(lines) => { self.push(lines); continue; }
-                    Err(_) => break,
-                },
-                default(wait) => {}
-            }
+            self.service(wait);
             if self.next_flush().is_some_and(|t| t <= Instant::now()) {
                 self.flush_once();
             }
+            self.update_status();
         }
         self.finish();
     }
 
-    /// Last flush on shutdown, bounded by the grace period.
+    /// Last flush on shutdown, bounded by the grace period, then make the rest durable.
     fn finish(&mut self) {
         let deadline = Instant::now() + self.settings.shutdown_grace;
-        self.retry_at = None;
-        while !self.buffer.is_empty() && Instant::now() < deadline {
-            self.flush_once();
-            if self.retry_at.is_some() {
-                break;
+        self.release_held();
+        if self.last_problem.is_none() {
+            self.retry_at = None;
+            while !self.buffer.is_empty() && Instant::now() < deadline {
+                self.flush_once();
+                if self.retry_at.is_some() {
+                    break;
+                }
             }
         }
+        self.buffer.close();
+        self.update_status();
+        if self.held_points > 0 {
+            log::error!(
+                "shutting down with {} points that were polled before the clock was synchronized: they cannot be stamped and are lost",
+                self.held_points
+            );
+        }
         if !self.buffer.is_empty() {
-            log::warn!(
-                "shutting down with {} points not delivered to InfluxDB",
-                self.buffer.len()
+            log::info!(
+                "shutting down with {} points not yet in InfluxDB ({} kept in the spool)",
+                self.buffer.len(),
+                self.buffer.on_disk()
             );
         }
     }

@@ -40,6 +40,7 @@ fn uploader(
             flush_interval: Duration::from_millis(10),
             rejected_file: None,
             shutdown_grace: Duration::from_secs(1),
+            hold_max_points: 1000,
         },
         Box::new(Scripted {
             answer: Box::new(answer),
@@ -58,7 +59,7 @@ fn lines(n: usize) -> Vec<String> {
 #[test]
 fn write_requests_hold_at_most_the_configured_points_in_order() {
     let (mut u, bodies, st) = uploader(4, |_, _| Outcome::Accepted);
-    u.push(lines(10));
+    u.push(Batch::stamped(lines(10)));
     while !u.buffer.is_empty() {
         u.flush_once();
     }
@@ -81,7 +82,7 @@ fn a_rejected_line_is_found_by_bisection_and_the_rest_delivered() {
             Outcome::Accepted
         }
     });
-    u.push(lines(8));
+    u.push(Batch::stamped(lines(8)));
     u.flush_once();
     assert!(u.buffer.is_empty());
     assert_eq!(lock(&st).rejected, 1);
@@ -106,7 +107,7 @@ fn a_413_halves_the_request_size_and_keeps_it() {
             Outcome::Accepted
         }
     });
-    u.push(lines(16));
+    u.push(Batch::stamped(lines(16)));
     for _ in 0..20 {
         if u.buffer.is_empty() {
             break;
@@ -129,7 +130,7 @@ fn retryable_and_refused_answers_keep_every_point_and_back_off() {
         2 => Outcome::Refused(401, "unauthorized".into()),
         _ => Outcome::Accepted,
     });
-    u.push(lines(5));
+    u.push(Batch::stamped(lines(5)));
     let before = Instant::now();
     u.flush_once();
     assert_eq!(u.buffer.len(), 5, "nothing is dropped on 429");
@@ -154,7 +155,7 @@ fn the_loop_delivers_everything_sent_before_the_channel_closes() {
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
     for chunk in lines(7).chunks(2) {
-        tx.send(chunk.to_vec()).expect("send");
+        tx.send(Batch::stamped(chunk.to_vec())).expect("send");
     }
     drop(tx);
     h.join().expect("join");

@@ -1,0 +1,7 @@
+//! Durable storage on the state directory: `log` is a segmented, checksummed, append-only
+//! record log with torn-tail recovery, ordered replay, acknowledgement and a size bound; the
+//! InfluxDB spool (`uploader::spool`) and the batch outbox are built on it.
+
+pub mod log;
+
+pub use self::log::{Log, LogOptions, Recovery};
