@@ -3,7 +3,7 @@
 //! map comes from the config: each register gets a plausible signal chosen by its name
 //! (temperature ramps, level, pH, status, a process code that runs through running codes and
 //! holds the finish code, batch name, operator, shift, a reset counter). The batch-input area
-//! and handshake are writable; the simulated HMI takes a new batch 2 s after the handshake is
+//! and handshake are writable; a register named `sequence` counts requests; the simulated HMI takes a new batch 2 s after the handshake is
 //! set and clears it. A serial endpoint whose path does not exist is served on a new pty pair
 //! whose slave end is linked at that path.
 
@@ -134,6 +134,9 @@ impl SimMachine {
             let reg = &self.machine.registers[r];
             let name = reg.name.to_ascii_lowercase();
             let is_string = matches!(reg.data_type, DataType::Str { .. });
+            if name == "sequence" {
+                continue;
+            }
             let (value, text) = if Some(r) == process_reg || name.contains("process") {
                 (process, None)
             } else if is_string && name.contains("batch") {
@@ -184,6 +187,11 @@ impl SimMachine {
     /// Answer one request PDU-bearing ADU, or `None` if no reply is due.
     fn answer(&mut self, unit: u8, adu: &[u8], proto: ModbusProto) -> Option<Vec<u8>> {
         self.requests += 1;
+        // A register named `sequence` counts the requests that reach this machine, so tests
+        // can tell exactly which polls' points arrived (every poll changes it).
+        if let Some(r) = self.machine.registers.iter().position(|r| r.name == "sequence") {
+            self.set(r, self.requests as f64, None);
+        }
         let mut response = Vec::new();
         let mut frame = ModbusFrame::new(unit, adu, proto, &mut response);
         frame.parse().ok()?;

@@ -6,6 +6,7 @@
 mod util;
 
 mod cli;
+mod faults;
 mod influx;
 mod rtu;
 mod tcp;

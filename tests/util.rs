@@ -200,12 +200,14 @@ impl ModbusPeer {
     }
 }
 
-/// A real influxd (1.x) on a free loopback port, data in a temporary directory.
+/// A real influxd (1.x) on a free loopback port, data in a temporary directory. It can be
+/// stopped and started again on the same port and data (an outage).
 pub struct Influxd {
     pub proc: Proc,
     pub port: u16,
     pub db: String,
-    _dir: TempDir,
+    conf: PathBuf,
+    dir: TempDir,
 }
 
 impl Influxd {
@@ -225,24 +227,41 @@ impl Influxd {
                  [continuous_queries]\n  enabled = false\n"
             ),
         );
-        let proc = Proc::spawn(
-            "influxd",
-            Command::new("influxd").arg("-config").arg(&conf),
-            dir.path(),
-        );
-        let db = "dyeing".to_string();
+        let proc = Self::spawn(&conf, dir.path());
+        let mut i = Influxd {
+            proc,
+            port,
+            db: "dyeing".to_string(),
+            conf,
+            dir,
+        };
+        i.wait_ready();
+        i
+    }
+
+    fn spawn(conf: &Path, dir: &Path) -> Proc {
+        Proc::spawn("influxd", Command::new("influxd").arg("-config").arg(conf), dir)
+    }
+
+    fn wait_ready(&mut self) {
+        let (port, db) = (self.port, self.db.clone());
         let ok = wait_until(Duration::from_secs(30), || {
             ureq::post(&format!("http://127.0.0.1:{port}/query"))
                 .send_form([("q", format!("CREATE DATABASE {db}").as_str())])
                 .is_ok()
         });
-        assert!(ok, "influxd did not start\n{}", proc.dump());
-        Influxd {
-            proc,
-            port,
-            db,
-            _dir: dir,
-        }
+        assert!(ok, "influxd did not start\n{}", self.proc.dump());
+    }
+
+    /// Kill it (an outage).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Start it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(&self.conf, self.dir.path());
+        self.wait_ready();
     }
 
     pub fn url(&self) -> String {
