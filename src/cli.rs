@@ -174,7 +174,7 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
             config.state_dir.display()
         );
     }
-    let sink = InfluxSink::new(influx);
+    let sink = InfluxSink::new(influx, config.tls_ca.as_deref());
     log::info!(
         "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}",
         env!("CARGO_PKG_VERSION"),

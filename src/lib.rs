@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod durable;
+pub mod http;
 pub mod lineproto;
 pub mod modbus;
 pub mod poller;

@@ -189,7 +189,12 @@ impl SimMachine {
         self.requests += 1;
         // A register named `sequence` counts the requests that reach this machine, so tests
         // can tell exactly which polls' points arrived (every poll changes it).
-        if let Some(r) = self.machine.registers.iter().position(|r| r.name == "sequence") {
+        if let Some(r) = self
+            .machine
+            .registers
+            .iter()
+            .position(|r| r.name == "sequence")
+        {
             self.set(r, self.requests as f64, None);
         }
         let mut response = Vec::new();

@@ -17,11 +17,17 @@ const INTERVAL: f64 = 0.2;
 const WINDOW: f64 = 1.0;
 
 fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn seed() -> u64 {
-    let s = std::env::var("DG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let s = std::env::var("DG_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     println!("DG_SEED={s}");
     s
 }
@@ -78,17 +84,34 @@ fn setup() -> Setup {
     let cfg = dir.write("machines.json", &config(&influx, port, &state).to_string());
     std::mem::forget(state);
     let cfg = cfg.to_str().unwrap_or_default().to_string();
-    let sim = Proc::spawn("simulate", Command::new(bin()).args(["--config", &cfg, "simulate", "--bind-host", "127.0.0.1"]), dir.path());
+    let sim = Proc::spawn(
+        "simulate",
+        Command::new(bin()).args(["--config", &cfg, "simulate", "--bind-host", "127.0.0.1"]),
+        dir.path(),
+    );
     assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
         "{}",
         sim.dump()
     );
-    Setup { influx, dir, cfg, _sim: sim }
+    Setup {
+        influx,
+        dir,
+        cfg,
+        _sim: sim,
+    }
 }
 
 fn gateway_proc(s: &Setup, n: usize) -> Proc {
-    Proc::spawn(&format!("gateway-{n}"), Command::new(bin()).args(["--config", &s.cfg, "run"]), s.dir.path())
+    Proc::spawn(
+        &format!("gateway-{n}"),
+        Command::new(bin()).args(["--config", &s.cfg, "run"]),
+        s.dir.path(),
+    )
 }
 
 /// Wait until InfluxDB holds every value up to the newest and nothing new arrives.
@@ -122,8 +145,15 @@ fn influxdb_stopped_then_restarted_loses_nothing() {
     assert_eq!(code, Some(0), "{dump}");
     let max = seen.iter().next_back().copied().unwrap_or(0);
     let g = gaps(&seen);
-    println!("outage test: {} points produced over {seconds} s, {} stored, gaps {g:?}", max, seen.len());
-    assert!(max as f64 >= 0.5 * seconds / INTERVAL, "too few polls: {max}\n{dump}");
+    println!(
+        "outage test: {} points produced over {seconds} s, {} stored, gaps {g:?}",
+        max,
+        seen.len()
+    );
+    assert!(
+        max as f64 >= 0.5 * seconds / INTERVAL,
+        "too few polls: {max}\n{dump}"
+    );
     assert!(g.is_empty(), "points lost across the outage: {g:?}\n{dump}");
 }
 
@@ -161,7 +191,10 @@ fn sigkill_during_an_outage_loses_at_most_the_fsync_window() {
     assert_eq!(code, Some(0), "{}", gw.dump());
     assert!(g.len() <= kills, "more gaps than kills: {g:?}\n{log}");
     assert!(lost <= kills as u64 * per_kill, "{lost} lost\n{log}");
-    assert!(g.iter().all(|(a, b)| b - a < per_kill), "a gap longer than the fsync window: {g:?}\n{log}");
+    assert!(
+        g.iter().all(|(a, b)| b - a < per_kill),
+        "a gap longer than the fsync window: {g:?}\n{log}"
+    );
 }
 
 /// A sink that keeps every line (for in-process runs).
@@ -183,7 +216,9 @@ impl dyeing_gateway::uploader::sink::Sink for Recorder {
 fn a_power_cycling_device_is_reconnected_and_the_others_keep_their_schedule() {
     use dyeing_gateway::{app, clock::Clock, config, status::lock, uploader::buffer::MemoryBuffer};
     let dir = TempDir::new("powercycle");
-    let regs = vec![json!({"name": "level", "kind": "holding", "address": 0, "type": "uint16", "value": 5, "measurement": "medium_frequency_data"})];
+    let regs = vec![
+        json!({"name": "level", "kind": "holding", "address": 0, "type": "uint16", "value": 5, "measurement": "medium_frequency_data"}),
+    ];
     let spec = json!({"slaves": {"1": regs}});
     let mut a = ModbusPeer::start(&dir, &spec, "tcp");
     let b = ModbusPeer::start(&dir, &spec, "tcp");
@@ -195,7 +230,8 @@ fn a_power_cycling_device_is_reconnected_and_the_others_keep_their_schedule() {
             {"name": "STEADY", "ip_address": "127.0.0.1", "port": b.port, "poll_interval_s": 0.5, "registers": reg}
         ]
     });
-    let cfg = config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
+    let cfg =
+        config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut settings = app::uploader_settings(&cfg);
     settings.rejected_file = None;
@@ -212,20 +248,36 @@ fn a_power_cycling_device_is_reconnected_and_the_others_keep_their_schedule() {
     std::thread::sleep(Duration::from_secs(2));
     let (spec_path, port) = (a.spec.clone(), a.port);
     a.proc.kill();
-    assert!(wait_until(Duration::from_secs(5), || lock(&board.machines[0]).online == Some(false)));
+    assert!(wait_until(Duration::from_secs(5), || lock(
+        &board.machines[0]
+    )
+    .online
+        == Some(false)));
     std::thread::sleep(Duration::from_secs(3));
     let _a = ModbusPeer::start_at(&dir, &spec_path, "tcp", port);
     let back = Instant::now();
     // Reconnected within the backoff cap (2 s) plus one poll interval and some slack.
-    let ok = wait_until(Duration::from_secs(5), || lock(&board.machines[0]).online == Some(true));
+    let ok = wait_until(Duration::from_secs(5), || {
+        lock(&board.machines[0]).online == Some(true)
+    });
     let took = back.elapsed();
     let elapsed = started.elapsed().as_secs_f64();
     let steady_polls = lock(&board.machines[1]).polls;
     running.shutdown();
     println!("power cycle: reconnected {took:?} after the device came back; the steady machine polled {steady_polls} times in {elapsed:.1} s (interval 0.5 s)");
-    assert!(ok, "not reconnected: {:?}", lock(&board.machines[0]).last_error);
-    assert!(took <= Duration::from_millis(2500 + 1500), "reconnect took {took:?}");
-    assert!(steady_polls as f64 >= 0.8 * elapsed / 0.5, "steady machine fell behind: {steady_polls}");
+    assert!(
+        ok,
+        "not reconnected: {:?}",
+        lock(&board.machines[0]).last_error
+    );
+    assert!(
+        took <= Duration::from_millis(2500 + 1500),
+        "reconnect took {took:?}"
+    );
+    assert!(
+        steady_polls as f64 >= 0.8 * elapsed / 0.5,
+        "steady machine fell behind: {steady_polls}"
+    );
     assert!(lock(&lines).iter().any(|l| l.contains("machine=CYCLING")));
 }
 
@@ -247,7 +299,11 @@ fn sigterm_during_an_outage_spools_everything_and_exits_promptly() {
     assert_eq!(gw.terminate(Duration::from_secs(15)), Some(0));
     let seen = settle(&s.influx);
     let g = gaps(&seen);
-    assert!(seen.len() > 10 && g.is_empty(), "lost across a clean stop: {g:?}\n{}", gw.dump());
+    assert!(
+        seen.len() > 10 && g.is_empty(),
+        "lost across a clean stop: {g:?}\n{}",
+        gw.dump()
+    );
 }
 
 #[test]
@@ -260,12 +316,26 @@ fn points_polled_before_the_clock_is_synchronized_are_held_then_stamped() {
     cfg["clock"] = json!({"sync_check": "file", "sync_file": sync});
     let cfg_path = dir.write("machines.json", &cfg.to_string());
     let c = cfg_path.to_str().unwrap_or_default().to_string();
-    let _sim = Proc::spawn("simulate", Command::new(bin()).args(["--config", &c, "simulate"]), dir.path());
-    assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+    let _sim = Proc::spawn(
+        "simulate",
+        Command::new(bin()).args(["--config", &c, "simulate"]),
+        dir.path(),
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
     let start_ms = dyeing_gateway::clock::wall_ms();
-    let mut gw = Proc::spawn("gateway", Command::new(bin()).args(["--config", &c, "run"]), dir.path());
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new(bin()).args(["--config", &c, "run"]),
+        dir.path(),
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert!(stored(&influx).is_empty(), "nothing may be stored while the clock is not trusted\n{}", gw.dump());
+    assert!(
+        stored(&influx).is_empty(),
+        "nothing may be stored while the clock is not trusted\n{}",
+        gw.dump()
+    );
     std::fs::write(&sync, b"").expect("sync file");
     std::thread::sleep(Duration::from_secs(3));
     let code = gw.terminate(Duration::from_secs(10));
@@ -273,12 +343,21 @@ fn points_polled_before_the_clock_is_synchronized_are_held_then_stamped() {
     let rows = influx.rows("SELECT sequence FROM high_frequency_data");
     let dump = gw.dump();
     assert_eq!(code, Some(0), "{dump}");
-    assert!(dump.contains("clock is not synchronized") && dump.contains("clock synchronized"), "{dump}");
+    assert!(
+        dump.contains("clock is not synchronized") && dump.contains("clock synchronized"),
+        "{dump}"
+    );
     let times: Vec<i64> = rows.iter().filter_map(|r| r["time"].as_i64()).collect();
     assert!(times.len() >= 15, "{rows:?}");
     // Held points were stamped from the monotonic clock: within the run, in order of sequence.
-    assert!(times.iter().all(|t| *t >= start_ms - 1000 && *t <= end_ms), "{times:?} not in [{start_ms}, {end_ms}]");
+    assert!(
+        times.iter().all(|t| *t >= start_ms - 1000 && *t <= end_ms),
+        "{times:?} not in [{start_ms}, {end_ms}]"
+    );
     let seqs: Vec<u64> = rows.iter().filter_map(|r| r["sequence"].as_u64()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "time order matches poll order: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "time order matches poll order: {seqs:?}"
+    );
     assert!(gaps(&seqs.iter().copied().collect()).is_empty());
 }

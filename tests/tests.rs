@@ -9,5 +9,6 @@ mod cli;
 mod faults;
 mod influx;
 mod rtu;
+mod secrets;
 mod tcp;
 mod v2;

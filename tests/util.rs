@@ -240,7 +240,11 @@ impl Influxd {
     }
 
     fn spawn(conf: &Path, dir: &Path) -> Proc {
-        Proc::spawn("influxd", Command::new("influxd").arg("-config").arg(conf), dir)
+        Proc::spawn(
+            "influxd",
+            Command::new("influxd").arg("-config").arg(conf),
+            dir,
+        )
     }
 
     fn wait_ready(&mut self) {

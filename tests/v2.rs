@@ -36,7 +36,10 @@ fn upload(fake: &FakeInflux2, lines: Vec<String>, batch: usize, dir: &TempDir) -
             shutdown_grace: Duration::from_secs(20),
             hold_max_points: 1000,
         },
-        Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"))),
+        Box::new(InfluxSink::new(
+            cfg.influx.as_ref().expect("influx"),
+            cfg.tls_ca.as_deref(),
+        )),
         Box::new(MemoryBuffer::new(100_000)),
         status.clone(),
     );

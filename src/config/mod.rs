@@ -306,7 +306,7 @@ pub struct Api {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub state_dir: PathBuf,
     pub heartbeat: Duration,
@@ -315,6 +315,8 @@ pub struct Config {
     pub influx: Option<Influx>,
     pub influx_problem: Option<ConfigError>,
     pub clock: ClockSettings,
+    /// Trusted CAs for https:// URLs; `None`: Mozilla's roots.
+    pub tls_ca: Option<Vec<ureq::tls::Certificate<'static>>>,
     pub api: Api,
     pub endpoints: Vec<Endpoint>,
     pub machines: Vec<Machine>,
@@ -486,6 +488,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let (influx, influx_problem) = validate_influx(&mut c, &raw.influxdb);
     let api = validate_api(&mut c, &raw.api);
     let clock = validate_clock(&mut c, &raw.clock);
+    let tls_ca = match raw.tls.ca_file.as_deref().filter(|f| !f.is_empty()) {
+        Some(f) => match crate::http::load_ca(Path::new(f)) {
+            Ok(certs) => Some(certs),
+            Err(m) => {
+                c.err("$.tls.ca_file", m);
+                None
+            }
+        },
+        None => None,
+    };
     let mut endpoints = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
     for (i, e) in raw.endpoints.iter().enumerate() {
@@ -572,6 +584,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         influx,
         influx_problem,
         clock,
+        tls_ca,
         api,
         endpoints: kept,
         machines,

@@ -23,6 +23,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub clock: RawClock,
     #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
     pub defaults: RawEndpointSettings,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
@@ -204,4 +206,11 @@ pub struct RawRs485 {
     pub delay_before_send_ms: Option<u32>,
     pub delay_after_send_ms: Option<u32>,
     pub rx_during_tx: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM bundle of the CAs trusted for https:// URLs (instead of Mozilla's roots).
+    pub ca_file: Option<String>,
 }

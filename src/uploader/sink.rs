@@ -92,13 +92,9 @@ fn base64(input: &[u8]) -> String {
 }
 
 impl InfluxSink {
-    pub fn new(cfg: &Influx) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(cfg.timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("dyeing-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+    /// `ca`: the trusted CAs for https:// (`None`: Mozilla's roots).
+    pub fn new(cfg: &Influx, ca: Option<&[ureq::tls::Certificate<'static>]>) -> Self {
+        let agent = crate::http::agent(cfg.timeout, ca);
         let (url, authorization, describe) = match &cfg.api {
             InfluxApi::V2 { org, bucket, token } => (
                 format!(
