@@ -334,13 +334,16 @@ pub struct FakeInflux2 {
 }
 
 impl FakeInflux2 {
-    pub fn start(respond: impl Fn(&Received, usize) -> Answer + Send + 'static) -> FakeInflux2 {
+    pub fn start(
+        respond: impl Fn(&Received, usize) -> Answer + Send + Sync + 'static,
+    ) -> FakeInflux2 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (rec, st) = (received.clone(), stop.clone());
+        let respond = Arc::new(respond);
         std::thread::spawn(move || {
             while !st.load(std::sync::atomic::Ordering::Relaxed) {
                 let Ok((s, _)) = listener.accept() else {
@@ -348,7 +351,9 @@ impl FakeInflux2 {
                     continue;
                 };
                 let _ = s.set_nonblocking(false);
-                let _ = serve_http(s, &rec, &respond);
+                // One thread per connection: a hanging answer does not block the next client.
+                let (rec, respond) = (rec.clone(), respond.clone());
+                std::thread::spawn(move || serve_http(s, &rec, &*respond));
             }
         });
         FakeInflux2 {
@@ -374,7 +379,7 @@ impl Drop for FakeInflux2 {
 fn serve_http(
     s: TcpStream,
     rec: &Arc<Mutex<Vec<Received>>>,
-    respond: &impl Fn(&Received, usize) -> Answer,
+    respond: &dyn Fn(&Received, usize) -> Answer,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(s.try_clone()?);

@@ -17,9 +17,19 @@ const TOKEN: &str = "s3cr3t-t0ken==";
 
 /// Run an uploader against `fake` with `lines`, until it has delivered or `give_up` passes.
 fn upload(fake: &FakeInflux2, lines: Vec<String>, batch: usize, dir: &TempDir) -> UploaderStatus {
+    upload_with_timeout(fake, lines, batch, dir, 10.0)
+}
+
+fn upload_with_timeout(
+    fake: &FakeInflux2,
+    lines: Vec<String>,
+    batch: usize,
+    dir: &TempDir,
+    timeout_s: f64,
+) -> UploaderStatus {
     let cfg = config::validate_raw(
         config::parse(
-            &json!({"influxdb": {"url": fake.url(), "org": "tti mill", "bucket": "dyeing", "token": TOKEN},
+            &json!({"influxdb": {"url": fake.url(), "org": "tti mill", "bucket": "dyeing", "token": TOKEN, "timeout_s": timeout_s},
                 "machines": [{"name": "m", "ip_address": "127.0.0.1",
                   "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}]}]})
             .to_string(),
@@ -208,4 +218,30 @@ fn a_503_and_401_keep_the_points_until_the_server_accepts() {
         reqs.iter().all(|r| r.body.lines().count() == 12),
         "the same points are resent whole"
     );
+}
+
+#[test]
+fn a_500_and_a_hanging_server_are_retried_and_nothing_is_lost() {
+    let dir = TempDir::new("v2hang");
+    // First a 500, then a request that hangs far beyond the client timeout, then success.
+    let fake = FakeInflux2::start(|_, n| match n {
+        1 => (
+            500,
+            vec![],
+            json!({"code": "internal error", "message": "engine: cache full"}).to_string(),
+        ),
+        2 => {
+            std::thread::sleep(Duration::from_secs(15));
+            (204, vec![], String::new())
+        }
+        _ => (204, vec![], String::new()),
+    });
+    let started = Instant::now();
+    let st = upload_with_timeout(&fake, lines(9), 1000, &dir, 2.0);
+    assert_eq!(st.points_written, 9, "after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "the hang was cut by the timeout"
+    );
+    assert!(fake.requests().len() >= 3);
 }
