@@ -27,7 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 struct Group {
     measurements: Vec<Measurement>,
     interval: Duration,
-    blocks: Vec<ReadBlock>,
+    /// Shared so a poll can hold a block while the group's list may be split (no per-request
+    /// allocation).
+    blocks: Vec<Arc<ReadBlock>>,
     next_due: Instant,
 }
 
@@ -94,7 +96,10 @@ fn groups_for(m: &Machine, start: Instant) -> Vec<Group> {
         let members: Vec<usize> = (0..m.registers.len())
             .filter(|&i| g.measurements.contains(&m.registers[i].measurement))
             .collect();
-        g.blocks = plan::plan(&m.registers, &members, &m.limits);
+        g.blocks = plan::plan(&m.registers, &members, &m.limits)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
     }
     groups
 }
@@ -284,7 +289,7 @@ impl Poller {
             if i > 0 && !self.endpoint.request_pause.is_zero() {
                 std::thread::sleep(self.endpoint.request_pause);
             }
-            let b = self.units[ui].groups[gi].blocks[i].clone();
+            let b = Arc::clone(&self.units[ui].groups[gi].blocks[i]);
             match self.client.read(unit_id, b.kind, b.address, b.quantity) {
                 Ok(reply) => {
                     answered = true;
@@ -304,7 +309,9 @@ impl Poller {
                             b.quantity,
                             pieces.len()
                         );
-                        u.groups[gi].blocks.splice(i..=i, pieces);
+                        u.groups[gi]
+                            .blocks
+                            .splice(i..=i, pieces.into_iter().map(Arc::new));
                         continue;
                     }
                 }
@@ -372,8 +379,8 @@ impl Poller {
                 let u = &mut self.units[ui];
                 u.backoff.reset();
                 u.resume_at = None;
-                let measurements = u.groups[gi].measurements.clone();
-                u.detector.emit(&measurements, now, ts_ms, &mut lines);
+                let g = &u.groups[gi];
+                u.detector.emit(&g.measurements, now, ts_ms, &mut lines);
                 self.set_online(ui, true, None);
             }
         }
