@@ -3,6 +3,9 @@
 //! the pollers stop first (dropping their senders), then the uploader drains the channel,
 //! makes its last flush and exits.
 
+use crate::batch::fetch::Fetcher;
+use crate::batch::outbox::{self, Outbox};
+use crate::batch::{Command, OutboxItem};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::poller::{transport_for, Poller};
@@ -15,6 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Capacity of each endpoint's command channel (batch orders, outbox receipts). When full, the
+/// sender gives up after a second and offers again later (orders come every poll of the API).
+pub const COMMAND_CHANNEL: usize = 64;
+/// Capacity of the pollers -> outbox channel; items not taken are offered again.
+pub const OUTBOX_CHANNEL: usize = 64;
+
 /// Capacity of the poller -> uploader channel, in messages (one message is one poll's lines).
 /// When it is full the pollers wait (backpressure) rather than drop points.
 pub const POINTS_CHANNEL: usize = 4096;
@@ -24,6 +33,8 @@ pub struct Running {
     pub liveness: Arc<Liveness>,
     shutdown: Option<Sender<()>>,
     pollers: Vec<JoinHandle<()>>,
+    /// The outbox and the new-batches thread.
+    others: Vec<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
 }
 
@@ -35,9 +46,9 @@ impl Running {
 
     fn stop(&mut self) {
         drop(self.shutdown.take());
-        for h in self.pollers.drain(..) {
+        for h in self.pollers.drain(..).chain(self.others.drain(..)) {
             if h.join().is_err() {
-                log::error!("a poller thread panicked");
+                log::error!("a thread panicked");
             }
         }
         if let Some(h) = self.uploader.take() {
@@ -81,9 +92,60 @@ pub fn start(
             .name("uploader".into())
             .spawn(move || up.run(points_rx, beat))?
     };
+    // The batch workflow: one command channel per endpoint owner, one outbox.
+    let batch_on = config
+        .machines
+        .iter()
+        .any(|m| m.finish.is_some() || m.batch_write.is_some());
+    let (command_txs, command_rxs): (Vec<_>, Vec<_>) = config
+        .endpoints
+        .iter()
+        .map(|_| bounded::<Command>(COMMAND_CHANNEL))
+        .unzip();
+    let (outbox_tx, outbox_rx) = bounded::<OutboxItem>(OUTBOX_CHANNEL);
+    let mut others = Vec::new();
+    if batch_on {
+        let mut finish_urls: Vec<String> = Vec::new();
+        finish_urls.extend(config.api.batch_url.iter().cloned());
+        finish_urls.extend(config.api.trigger_url.iter().cloned());
+        let outbox = Outbox::open(outbox::Settings {
+            dir: config.state_dir.join("outbox"),
+            finish_urls,
+            confirm_url: config.api.strings_conf_url.clone(),
+            finish_body: config.api.finish_body.clone(),
+            confirm_body: config.api.confirm_body.clone(),
+            timeout: config.api.timeout,
+            ca: config.tls_ca.clone(),
+            shadow: config.shadow_mode,
+            audit: config.state_dir.join("audit.jsonl"),
+        });
+        let replies: Vec<_> = config
+            .machines
+            .iter()
+            .map(|m| command_txs[m.endpoint].clone())
+            .collect();
+        let beat = liveness.register("outbox");
+        let shutdown = shutdown_rx.clone();
+        others.push(
+            std::thread::Builder::new()
+                .name("outbox".into())
+                .spawn(move || outbox.run(outbox_rx, replies, shutdown, beat))?,
+        );
+        let writable = config.machines.iter().any(|m| m.batch_write.is_some());
+        if let (Some(url), true) = (config.api.strings_url.clone(), writable) {
+            let fetcher = Fetcher::new(config, url, command_txs.clone());
+            let beat = liveness.register("api-strings");
+            let shutdown = shutdown_rx.clone();
+            others.push(
+                std::thread::Builder::new()
+                    .name("api-strings".into())
+                    .spawn(move || fetcher.run(shutdown, beat))?,
+            );
+        }
+    }
     let mut pollers = Vec::new();
-    for (i, ep) in config.endpoints.iter().enumerate() {
-        let poller = Poller::new(
+    for ((i, ep), commands) in config.endpoints.iter().enumerate().zip(command_rxs) {
+        let mut poller = Poller::new(
             config,
             i,
             transport_for(ep),
@@ -91,6 +153,9 @@ pub fn start(
             points_tx.clone(),
         )
         .with_clock(clock.clone());
+        if batch_on {
+            poller = poller.with_batch(config, commands, outbox_tx.clone());
+        }
         let beat = liveness.register(&format!("poller {}", ep.name));
         let shutdown = shutdown_rx.clone();
         pollers.push(
@@ -100,7 +165,9 @@ pub fn start(
         );
     }
     drop(points_tx);
+    drop(outbox_tx);
     Ok(Running {
+        others,
         board,
         liveness,
         shutdown: Some(shutdown_tx),

@@ -403,6 +403,7 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     };
     // Serial buses are simulated on a pty pair linked into a private temporary directory.
     let tmp = std::env::temp_dir().join(format!("dyeing-gateway-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(runtime("cannot create the demo directory"))?;
     for ep in &mut config.endpoints {
         if let EndpointKind::Rtu(s) = &mut ep.kind {
             if !Path::new(&s.path).exists() {
@@ -412,6 +413,15 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
             }
         }
     }
+    // The plant API stand-in: finish reports, new batches, confirmations, all printed.
+    let api = crate::plant_api::start().map_err(runtime("cannot start the plant API stand-in"))?;
+    let base = format!("http://{}", api.addr);
+    config.api.batch_url = Some(format!("{base}/batch/finish"));
+    config.api.trigger_url = Some(format!("{base}/trigger"));
+    config.api.strings_url = Some(format!("{base}/strings"));
+    config.api.strings_conf_url = Some(format!("{base}/strings/confirm"));
+    config.api.poll_interval = Duration::from_secs(3);
+    config.state_dir = tmp.join("state");
     let sig = signals().map_err(runtime("cannot install signal handlers"))?;
     let sim = simulate::start(&config, Some("127.0.0.1"), 5.0)
         .map_err(runtime("cannot start the simulator"))?;
@@ -427,7 +437,7 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         }
     }
     eprintln!(
-        "demo: {} simulated machines; each InfluxDB write request is printed below (Ctrl-C stops)",
+        "demo: {} simulated machines; each InfluxDB write request and each plant API call is printed below (Ctrl-C stops)",
         config.machines.len()
     );
     let mut settings = app::uploader_settings(&config);
@@ -444,7 +454,8 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let board = running.board.clone();
     running.shutdown();
     drop(sim);
-    let _ = std::fs::remove_dir(&tmp);
+    drop(api);
+    let _ = std::fs::remove_dir_all(&tmp);
     for m in board.snapshot().machines {
         eprintln!(
             "{}: online {:?}, {} polls, {} requests, {} points, errors {:?}",

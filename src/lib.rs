@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod batch;
 pub mod change;
 pub mod cli;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod durable;
 pub mod http;
 pub mod lineproto;
 pub mod modbus;
+pub mod plant_api;
 pub mod poller;
 pub mod registers;
 pub mod secret;

@@ -9,6 +9,9 @@
 //! read or decoded is skipped. Each state change is logged once, not once per poll.
 
 use crate::backoff::Backoff;
+use crate::batch::finish::FinishDetector;
+use crate::batch::writer::BatchWriter;
+use crate::batch::{self, Command, OutboxItem};
 use crate::change::Detector;
 use crate::clock::Clock;
 use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
@@ -44,6 +47,12 @@ struct Unit {
     online: Option<bool>,
     /// Per register: the problem it has now, so each change is logged once.
     register_problem: Vec<Option<String>>,
+    /// Index in `Config::machines`.
+    index: usize,
+    finish: Option<FinishDetector>,
+    writer: Option<BatchWriter>,
+    /// When pending outbox items were last offered (they are offered again until stored).
+    offered_at: Option<Instant>,
 }
 
 pub struct Poller {
@@ -59,6 +68,8 @@ pub struct Poller {
     clock: Arc<Clock>,
     /// Whether the lines of the current poll carry a real timestamp.
     stamped: bool,
+    commands: Receiver<Command>,
+    outbox: Option<Sender<OutboxItem>>,
 }
 
 /// Open the transport an endpoint asks for.
@@ -118,8 +129,9 @@ impl Poller {
             .machines
             .iter()
             .zip(statuses)
-            .filter(|(m, _)| m.endpoint == endpoint_index)
-            .map(|(m, st)| {
+            .enumerate()
+            .filter(|(_, (m, _))| m.endpoint == endpoint_index)
+            .map(|(index, (m, st))| {
                 {
                     let mut s = lock(st);
                     s.name = m.name.clone();
@@ -135,6 +147,10 @@ impl Poller {
                     online: None,
                     register_problem: vec![None; m.registers.len()],
                     machine: m.clone(),
+                    index,
+                    finish: None,
+                    writer: None,
+                    offered_at: None,
                 }
             })
             .collect();
@@ -150,6 +166,169 @@ impl Poller {
             beat: None,
             clock: Arc::new(Clock::trusted()),
             stamped: true,
+            commands: crossbeam_channel::never(),
+            outbox: None,
+        }
+    }
+
+    /// Run the batch workflow for this endpoint's machines: finish detection, safe batch
+    /// write-back, with state files under `state_dir` and items for the outbox.
+    pub fn with_batch(
+        mut self,
+        config: &Config,
+        commands: Receiver<Command>,
+        outbox: Sender<OutboxItem>,
+    ) -> Self {
+        let audit = config.state_dir.join("audit.jsonl");
+        let endpoint = self.endpoint.describe();
+        for u in &mut self.units {
+            let file = batch::state::file_name(&u.machine.name);
+            u.finish = u.machine.finish.clone().map(|f| {
+                FinishDetector::load(
+                    f,
+                    &u.machine.name,
+                    config.state_dir.join("finish").join(format!("{file}.json")),
+                )
+            });
+            u.writer = u.machine.batch_write.clone().map(|bw| {
+                let identity = bw
+                    .identity
+                    .map(|(r, v)| (u.machine.registers[r].clone(), v));
+                BatchWriter::load(
+                    bw,
+                    &u.machine.name,
+                    &endpoint,
+                    u.machine.unit_id,
+                    identity,
+                    config.shadow_mode,
+                    config.state_dir.join("batch").join(format!("{file}.json")),
+                    audit.clone(),
+                )
+            });
+        }
+        self.commands = commands;
+        self.outbox = Some(outbox);
+        self
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Write(order) => {
+                if let Some(w) = self
+                    .units
+                    .iter_mut()
+                    .find(|u| u.index == order.machine)
+                    .and_then(|u| u.writer.as_mut())
+                {
+                    w.offer(order);
+                }
+            }
+            Command::Persisted { machine, id } => {
+                if let Some(u) = self.units.iter_mut().find(|u| u.index == machine) {
+                    if let Some(f) = u.finish.as_mut() {
+                        f.persisted(&id);
+                    }
+                    if let Some(w) = u.writer.as_mut() {
+                        w.persisted(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_outbox(&self, item: OutboxItem) {
+        if let Some(tx) = &self.outbox {
+            if tx.send_timeout(item, Duration::from_secs(1)).is_err() {
+                log::warn!(
+                    "{}: the outbox is busy; the report will be offered again",
+                    self.endpoint.describe()
+                );
+            }
+        }
+    }
+
+    /// After a successful poll: finish detection, pending outbox items, batch write-back.
+    fn batch_work(&mut self, ui: usize, gi: usize) {
+        let now = Instant::now();
+        let time_ms = self.clock.now_ms().unwrap_or_else(crate::clock::wall_ms);
+        let mut items = Vec::new();
+        {
+            let u = &mut self.units[ui];
+            let index = u.index;
+            if let Some(f) = u.finish.as_mut() {
+                let reg = f.register();
+                let fresh = u.groups[gi]
+                    .measurements
+                    .contains(&u.machine.registers[reg].measurement);
+                let process = fresh
+                    .then(|| u.detector.latest(reg).and_then(Value::as_f64))
+                    .flatten()
+                    .map(|v| v.round() as i64);
+                let batch = f.batch_register().and_then(|b| match u.detector.latest(b) {
+                    Some(Value::Str(s)) => Some(s.clone()),
+                    _ => None,
+                });
+                if let Some(event) = f.observe(process, batch.as_deref(), time_ms) {
+                    log::info!(
+                        "machine {}: batch `{}` finished (process code {})",
+                        u.machine.name,
+                        event.batch,
+                        event.code
+                    );
+                    u.offered_at = Some(now);
+                    items.push(OutboxItem::Finish {
+                        machine: index,
+                        event,
+                    });
+                }
+            }
+            // Offer again what the outbox has not confirmed storing (every 10 s).
+            if u.offered_at
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+            {
+                let mut offered = false;
+                if let Some(e) = u.finish.as_ref().and_then(|f| f.state().pending.clone()) {
+                    items.push(OutboxItem::Finish {
+                        machine: index,
+                        event: e,
+                    });
+                    offered = true;
+                }
+                if let Some(c) = u.writer.as_ref().and_then(|w| w.owed_confirmation()) {
+                    items.push(OutboxItem::Confirm {
+                        machine: index,
+                        confirmation: c,
+                    });
+                    offered = true;
+                }
+                if offered {
+                    u.offered_at = Some(now);
+                }
+            }
+        }
+        let has_work = self.units[ui].writer.as_ref().is_some_and(|w| w.has_work());
+        if has_work && self.client.is_open() {
+            let index = self.units[ui].index;
+            let before = self.units[ui]
+                .writer
+                .as_ref()
+                .and_then(|w| w.owed_confirmation());
+            let owed = self.units[ui]
+                .writer
+                .as_mut()
+                .and_then(|w| w.step(&mut self.client));
+            if let Some(c) = owed {
+                if before.as_ref() != Some(&c) {
+                    self.units[ui].offered_at = Some(now);
+                    items.push(OutboxItem::Confirm {
+                        machine: index,
+                        confirmation: c,
+                    });
+                }
+            }
+        }
+        for item in items {
+            self.to_outbox(item);
         }
     }
 
@@ -382,6 +561,7 @@ impl Poller {
                 let g = &u.groups[gi];
                 u.detector.emit(&g.measurements, now, ts_ms, &mut lines);
                 self.set_online(ui, true, None);
+                self.batch_work(ui, gi);
             }
         }
         {
@@ -483,8 +663,15 @@ impl Poller {
             let now = Instant::now();
             if due > now {
                 let wait = (due - now).min(Duration::from_secs(1));
+                let commands = self.commands.clone();
                 select! {
                     recv(shutdown) -> _ => break,
+                    recv(commands) -> cmd => {
+                        if let Ok(cmd) = cmd {
+                            self.handle(cmd);
+                        }
+                        continue;
+                    }
                     default(wait) => continue,
                 }
             }

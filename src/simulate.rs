@@ -37,6 +37,9 @@ pub struct SimMachine {
     overrides: BTreeMap<usize, f64>,
     /// Requests answered, for benchmarks.
     pub requests: u64,
+    /// Batch names written by the gateway and taken by the simulated HMI, by the cycle they
+    /// run in (the next one after they were taken).
+    batch_names: BTreeMap<u32, String>,
 }
 
 /// The machines behind one endpoint, by unit id.
@@ -52,6 +55,7 @@ impl SimMachine {
             step_s,
             overrides: BTreeMap::new(),
             requests: 0,
+            batch_names: BTreeMap::new(),
         };
         m.update(0.0);
         m
@@ -140,7 +144,11 @@ impl SimMachine {
             let (value, text) = if Some(r) == process_reg || name.contains("process") {
                 (process, None)
             } else if is_string && name.contains("batch") {
-                (0.0, Some(format!("BATCH{:04}", self.batch_no)))
+                let planned = self.batch_names.get(&self.batch_no).cloned();
+                (
+                    0.0,
+                    Some(planned.unwrap_or_else(|| format!("BATCH{:04}", self.batch_no))),
+                )
             } else if is_string && (name.contains("operator") || name.contains("nik")) {
                 (0.0, Some(format!("NIK{:05}", 10000 + (self.batch_no % 7))))
             } else if is_string {
@@ -177,6 +185,12 @@ impl SimMachine {
                 (true, Some(since)) if since.elapsed() >= Duration::from_secs(2) => {
                     self.storage.holdings[hs] = 0;
                     self.handshake_since = None;
+                    let a = usize::from(bw.address);
+                    let words = &self.storage.holdings[a..a + usize::from(bw.registers)];
+                    let name = registers::decode_string(words, bw.string_order);
+                    if !name.is_empty() {
+                        self.batch_names.insert(self.batch_no + 1, name);
+                    }
                 }
                 (false, _) => self.handshake_since = None,
                 _ => {}

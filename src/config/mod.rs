@@ -168,6 +168,8 @@ pub struct Finish {
     pub finish_code: i64,
     pub batch_register: Option<usize>,
     pub idle_codes: Vec<i64>,
+    /// Codes that count as running; `None`: any code that is neither idle nor finish.
+    pub running_codes: Option<Vec<i64>>,
 }
 
 /// The only area of a machine the gateway may write: the batch-input string and its handshake.
@@ -178,6 +180,13 @@ pub struct BatchWrite {
     pub string_order: StringOrder,
     pub handshake_address: u16,
     pub enabled: bool,
+    /// Set the handshake with function 16 instead of 6.
+    pub handshake_fc16: bool,
+    pub overwrite_unconsumed: bool,
+    /// Allowed characters; `None`: printable ASCII.
+    pub charset: Option<String>,
+    /// (register index, required value) checked before any write.
+    pub identity: Option<(usize, i64)>,
 }
 
 /// A device's limits for coalescing reads into read blocks.
@@ -304,11 +313,30 @@ pub struct Api {
     pub strings_conf_url: Option<String>,
     pub poll_interval: Duration,
     pub timeout: Duration,
+    pub finish_body: serde_json::Value,
+    pub confirm_body: serde_json::Value,
+    pub field_machine: String,
+    pub field_batch: String,
+    pub field_id: String,
+}
+
+/// The default finish report: what a plant API most likely expects.
+pub fn default_finish_body() -> serde_json::Value {
+    serde_json::json!({"machine": "{machine}", "batch": "{batch}", "process_code": "{code}",
+        "finished_at": "{time}", "event_id": "{event_id}"})
+}
+
+/// The default batch confirmation.
+pub fn default_confirm_body() -> serde_json::Value {
+    serde_json::json!({"machine": "{machine}", "batch": "{batch}", "id": "{entry_id}",
+        "written_at": "{time}"})
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub state_dir: PathBuf,
+    /// Log and audit writes and API posts without doing them.
+    pub shadow_mode: bool,
     pub heartbeat: Duration,
     pub tags: Vec<(String, String)>,
     /// `None` when no InfluxDB is configured: `run` refuses that, `once` and `demo` do not care.
@@ -575,6 +603,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         m.endpoint = remap[m.endpoint];
     }
     Ok(Config {
+        shadow_mode: raw.shadow_mode.unwrap_or(false),
         state_dir: PathBuf::from(
             raw.state_dir
                 .unwrap_or_else(|| "/var/lib/dyeing-gateway".to_string()),
@@ -737,7 +766,35 @@ fn validate_api(c: &mut Check, r: &RawApi) -> Api {
     let trigger_url = url("trigger_url", &r.trigger_url);
     let strings_url = url("strings_url", &r.strings_url);
     let strings_conf_url = url("strings_conf_url", &r.strings_conf_url);
+    let fields = r.fields.clone().unwrap_or_default();
+    let name = |c: &mut Check, field: &str, v: Option<String>, default: &str| match v {
+        Some(s) if s.is_empty() => {
+            c.err(format!("$.api.fields.{field}"), "must not be empty");
+            default.to_string()
+        }
+        Some(s) => s,
+        None => default.to_string(),
+    };
+    let field_machine = name(c, "machine", fields.machine, "machine");
+    let field_batch = name(c, "batch", fields.batch, "batch");
+    let field_id = name(c, "id", fields.id, "id");
+    for (field, v) in [
+        ("finish_body", &r.finish_body),
+        ("confirm_body", &r.confirm_body),
+    ] {
+        if v.as_ref().is_some_and(|v| !v.is_object()) {
+            c.err(
+                format!("$.api.{field}"),
+                "must be a JSON object (a template)",
+            );
+        }
+    }
     Api {
+        finish_body: r.finish_body.clone().unwrap_or_else(default_finish_body),
+        confirm_body: r.confirm_body.clone().unwrap_or_else(default_confirm_body),
+        field_machine,
+        field_batch,
+        field_id,
         batch_url,
         trigger_url,
         strings_url,
@@ -1210,6 +1267,7 @@ fn validate_machine(
             finish_code: f.finish_code,
             batch_register,
             idle_codes: f.idle_codes.clone().unwrap_or_else(|| vec![0]),
+            running_codes: f.running_codes.clone(),
         })
     });
     let batch_write = m
@@ -1233,12 +1291,45 @@ fn validate_machine(
                     "lies inside the batch string area",
                 );
             }
+            let identity = b.identity.as_ref().and_then(|id| match find(&id.register) {
+                Some(r) => Some((r, id.value)),
+                None => {
+                    c.err(
+                        format!("{p}.identity.register"),
+                        format!("no register named `{}`", id.register),
+                    );
+                    None
+                }
+            });
+            let handshake_fc16 = match b.handshake_function {
+                None | Some(6) => false,
+                Some(16) => true,
+                Some(other) => {
+                    c.err(
+                        format!("{p}.handshake_function"),
+                        format!("{other} is not 6 or 16"),
+                    );
+                    false
+                }
+            };
+            if let Some(cs) = &b.charset {
+                if cs.is_empty() || !cs.chars().all(|ch| (' '..='~').contains(&ch)) {
+                    c.err(
+                        format!("{p}.charset"),
+                        "must be a non-empty set of printable ASCII characters",
+                    );
+                }
+            }
             BatchWrite {
                 address: b.address,
                 registers: b.registers,
                 string_order: parse_string_order(c, &format!("{p}.string_order"), &b.string_order),
                 handshake_address: b.handshake_address,
                 enabled: b.enabled.unwrap_or(true),
+                handshake_fc16,
+                overwrite_unconsumed: b.overwrite_unconsumed.unwrap_or(false),
+                charset: b.charset.clone(),
+                identity,
             }
         });
     let mut tags = c.tags(&format!("{path}.tags"), &profile.tags);

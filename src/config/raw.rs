@@ -13,6 +13,9 @@ pub struct RawConfig {
     #[serde(rename = "$schema")]
     pub schema: Option<String>,
     pub state_dir: Option<String>,
+    /// Shadow mode: log and audit what would be written to machines and posted to the API,
+    /// and do neither (for running beside the old system).
+    pub shadow_mode: Option<bool>,
     pub heartbeat_s: Option<f64>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -71,6 +74,21 @@ pub struct RawApi {
     pub strings_conf_url: Option<String>,
     pub poll_interval_s: Option<f64>,
     pub timeout_s: Option<f64>,
+    /// JSON template of a finish report; strings "{machine}", "{batch}", "{code}", "{time}",
+    /// "{event_id}" are replaced.
+    pub finish_body: Option<serde_json::Value>,
+    /// JSON template of a batch confirmation; "{machine}", "{batch}", "{entry_id}", "{time}".
+    pub confirm_body: Option<serde_json::Value>,
+    /// Field names in the new-batches list (defaults: machine, batch, id).
+    pub fields: Option<RawFields>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFields {
+    pub machine: Option<String>,
+    pub batch: Option<String>,
+    pub id: Option<String>,
 }
 
 /// Connection settings shared by an explicit endpoint, the `defaults` block and a machine that
@@ -186,6 +204,7 @@ pub struct RawFinish {
     pub finish_code: i64,
     pub batch_register: Option<String>,
     pub idle_codes: Option<Vec<i64>>,
+    pub running_codes: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -196,6 +215,21 @@ pub struct RawBatchWrite {
     pub string_order: Option<String>,
     pub handshake_address: u16,
     pub enabled: Option<bool>,
+    /// 6 (write single register, default) or 16 for the handshake.
+    pub handshake_function: Option<u8>,
+    /// Write a new batch even while the HMI has not taken the previous one (handshake 1).
+    pub overwrite_unconsumed: Option<bool>,
+    /// Characters allowed in a batch name (default: printable ASCII).
+    pub charset: Option<String>,
+    pub identity: Option<RawIdentity>,
+}
+
+/// A register that must hold `value` before anything is written to the machine.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub register: String,
+    pub value: i64,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]

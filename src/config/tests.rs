@@ -821,6 +821,7 @@ fn finish_and_batch_write() {
             finish_code: 305,
             batch_register: None,
             idle_codes: vec![0],
+            running_codes: None,
         })
     );
     assert_eq!(
@@ -831,6 +832,10 @@ fn finish_and_batch_write() {
             string_order: StringOrder::HighFirst,
             handshake_address: 120,
             enabled: true,
+            handshake_fc16: false,
+            overwrite_unconsumed: false,
+            charset: None,
+            identity: None,
         })
     );
 
