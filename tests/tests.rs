@@ -5,6 +5,7 @@
 
 mod util;
 
+mod batch;
 mod cli;
 mod faults;
 mod influx;

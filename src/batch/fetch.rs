@@ -176,11 +176,14 @@ impl Fetcher {
             .header("Accept", "application/json")
             .call();
         let text = match result {
-            Ok(mut r) if r.status().is_success() => {
-                r.body_mut().with_config().limit(1 << 20).read_to_string()
-            }
-            Ok(r) => Err(ureq::Error::StatusCode(r.status().as_u16())),
-            Err(e) => Err(e),
+            Ok(mut r) if r.status().is_success() => r
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .map_err(|e| e.to_string()),
+            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Err(e) => Err(e.to_string()),
         };
         let text = match text {
             Ok(t) => t,

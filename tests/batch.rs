@@ -1,0 +1,450 @@
+//! The batch workflow against real peers: pymodbus as the HMI (its registers driven and read
+//! back through a second Modbus connection) and a strict recording HTTP server as the plant
+//! API. Finishes are reported once per idempotency key; new batches are written, verified and
+//! confirmed once; bad input never reaches the machine.
+
+use crate::util::*;
+use dyeing_gateway::config::RegisterKind;
+use dyeing_gateway::config::StringOrder;
+use dyeing_gateway::modbus::codec::Reply;
+use dyeing_gateway::modbus::transport::TcpTransport;
+use dyeing_gateway::modbus::Client;
+use dyeing_gateway::registers;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PROCESS: u16 = 6;
+const BATCH: u16 = 10;
+const AREA: u16 = 100;
+const HANDSHAKE: u16 = 120;
+const IDENTITY: u16 = 50;
+
+/// The test's own Modbus connection to the HMI.
+fn hmi(port: u16) -> Client {
+    let mut t = TcpTransport::new("127.0.0.1", port, Duration::from_secs(2));
+    dyeing_gateway::modbus::transport::Transport::open(&mut t).expect("connect to pymodbus");
+    Client::new(Box::new(t))
+}
+
+fn set(c: &mut Client, address: u16, words: &[u16]) {
+    c.write_multiple(1, address, words)
+        .expect("write to pymodbus");
+}
+
+fn read_area(c: &mut Client) -> (String, u16) {
+    let text = match c
+        .read(1, RegisterKind::Holding, AREA, 10)
+        .expect("read area")
+    {
+        Reply::Words(w) => registers::decode_string(&w, StringOrder::HighFirst),
+        _ => String::new(),
+    };
+    let hs = match c
+        .read(1, RegisterKind::Holding, HANDSHAKE, 1)
+        .expect("read handshake")
+    {
+        Reply::Words(w) => w[0],
+        _ => u16::MAX,
+    };
+    (text, hs)
+}
+
+fn hmi_peer(dir: &TempDir) -> ModbusPeer {
+    // A plain (non-sparse) map: every address 0..1000 exists and is writable.
+    let regs = json!([
+        {"kind": "holding", "address": PROCESS, "type": "uint16", "value": 0},
+        {"kind": "holding", "address": IDENTITY, "type": "uint16", "value": 1234}
+    ]);
+    ModbusPeer::start(dir, &json!({"slaves": {"1": regs}}), "tcp")
+}
+
+fn config(
+    dir: &TempDir,
+    hmi: u16,
+    api: &FakeInflux2,
+    influx: &FakeInflux2,
+    extra: Value,
+) -> String {
+    let base = api.url();
+    let mut machine = json!({"name": "JET-01", "ip_address": "127.0.0.1", "port": hmi, "poll_interval_s": 0.3,
+        "registers": [
+            {"name": "process", "kind": "holding", "address": PROCESS, "type": "uint16", "measurement": "medium_frequency_data"},
+            {"name": "batch", "kind": "holding", "address": BATCH, "type": "string", "length": 8, "measurement": "cycle_context_data"},
+            {"name": "machine_id", "kind": "holding", "address": IDENTITY, "type": "uint16", "measurement": "cycle_context_data"}
+        ],
+        "finish": {"register": "process", "finish_code": 305, "batch_register": "batch"},
+        "batch_write": {"address": AREA, "registers": 10, "handshake_address": HANDSHAKE}});
+    let mut cfg = json!({
+        "state_dir": dir.path().join("state"),
+        "influxdb": {"url": influx.url(), "org": "o", "bucket": "b", "token": "t"},
+        "api": {"batch_url": format!("{base}/batch/finish"), "trigger_url": format!("{base}/trigger"),
+                "strings_url": format!("{base}/strings"), "strings_conf_url": format!("{base}/strings/confirm"),
+                "poll_interval_s": 0.5, "timeout_s": 1},
+        "machines": [machine.clone()]
+    });
+    if let Some(o) = extra.as_object() {
+        for (k, v) in o {
+            if k == "batch_write" {
+                for (bk, bv) in v.as_object().cloned().unwrap_or_default() {
+                    machine["batch_write"][bk] = bv;
+                }
+                cfg["machines"][0] = machine.clone();
+            } else {
+                cfg[k] = v.clone();
+            }
+        }
+    }
+    dir.write("machines.json", &cfg.to_string())
+        .to_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn header(r: &Received, name: &str) -> Option<String> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+fn run(dir: &TempDir, cfg: &str) -> Proc {
+    Proc::spawn(
+        "gateway",
+        Command::new(bin()).args(["--config", cfg, "run"]),
+        dir.path(),
+    )
+}
+
+#[test]
+fn a_finish_is_reported_once_per_key_to_both_urls_even_across_an_api_outage() {
+    let dir = TempDir::new("finish");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let api_up = Arc::new(AtomicUsize::new(0));
+    let up = api_up.clone();
+    let api = FakeInflux2::start(move |r, _| {
+        if r.path.starts_with("/strings") {
+            return (200, vec![], "[]".into());
+        }
+        if up.load(Ordering::Relaxed) == 0 {
+            (503, vec![], json!({"error": "maintenance"}).to_string())
+        } else {
+            (200, vec![], json!({"ok": true}).to_string())
+        }
+    });
+    let cfg = config(&dir, peer.port, &api, &influx, json!({}));
+    let mut c = hmi(peer.port);
+    set(
+        &mut c,
+        BATCH,
+        &registers::encode_string("B-4711", 8, StringOrder::HighFirst),
+    );
+    set(&mut c, PROCESS, &[101]);
+    let mut gw = run(&dir, &cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    // The HMI shows the next batch at the moment it finishes; the finish is held, the HMI
+    // reboots (finish -> 0 -> finish): one event.
+    set(&mut c, PROCESS, &[305]);
+    set(
+        &mut c,
+        BATCH,
+        &registers::encode_string("B-4712", 8, StringOrder::HighFirst),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    set(&mut c, PROCESS, &[0]);
+    std::thread::sleep(Duration::from_millis(800));
+    set(&mut c, PROCESS, &[305]);
+    std::thread::sleep(Duration::from_secs(1));
+    // The API comes back; the report arrives, once.
+    api_up.store(1, Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let log = gw.output();
+            log.contains("delivered to ")
+                && log.contains("/batch/finish")
+                && log.matches("delivered to ").count() >= 2
+        }),
+        "{}",
+        gw.dump()
+    );
+    // A gateway restart at the finish does not report again.
+    assert_eq!(gw.terminate(Duration::from_secs(10)), Some(0));
+    let before = api.requests().len();
+    let mut gw = run(&dir, &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    gw.terminate(Duration::from_secs(10));
+    let reqs = api.requests();
+    let finish: Vec<&Received> = reqs
+        .iter()
+        .filter(|r| r.path == "/batch/finish" || r.path == "/trigger")
+        .collect();
+    let keys: BTreeSet<String> = finish
+        .iter()
+        .filter_map(|r| header(r, "idempotency-key"))
+        .collect();
+    assert_eq!(keys.len(), 1, "one event, one key: {keys:?}\n{}", gw.dump());
+    let after: Vec<String> = reqs[before..]
+        .iter()
+        .filter(|r| !r.path.starts_with("/strings"))
+        .map(|r| format!("{} {:?} {}", r.path, header(r, "idempotency-key"), r.body))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "nothing reported after the restart: {after:?}\n{}",
+        gw.dump()
+    );
+    for r in &finish {
+        let body: Value = serde_json::from_str(&r.body).expect("JSON body");
+        assert_eq!(
+            body["batch"], "B-4711",
+            "the batch seen while running, not the next one"
+        );
+        assert_eq!(body["machine"], "JET-01");
+        assert_eq!(body["process_code"], 305);
+    }
+}
+
+/// An API that offers batches from `offers` (a closure over the request count) and records
+/// confirmations; once a batch is confirmed it is no longer listed.
+fn strings_api(
+    offer: impl Fn(usize) -> (u16, String) + Send + Sync + 'static,
+) -> (FakeInflux2, Arc<Mutex<Vec<String>>>) {
+    let confirmed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let conf = confirmed.clone();
+    let gets = AtomicUsize::new(0);
+    let api = FakeInflux2::start(move |r, _| {
+        if r.path == "/strings/confirm" {
+            let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            if let Ok(mut c) = conf.lock() {
+                c.push(v["batch"].as_str().unwrap_or("").to_string());
+            }
+            return (200, vec![], "{}".into());
+        }
+        if r.path == "/strings" {
+            let n = gets.fetch_add(1, Ordering::Relaxed);
+            let (status, body) = offer(n);
+            let done = conf.lock().map(|c| c.clone()).unwrap_or_default();
+            // Drop confirmed entries, as the plant API would.
+            if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&body) {
+                let left: Vec<Value> = items
+                    .into_iter()
+                    .filter(|i| !done.contains(&i["batch"].as_str().unwrap_or("").to_string()))
+                    .collect();
+                return (status, vec![], Value::from(left).to_string());
+            }
+            return (status, vec![], body);
+        }
+        (200, vec![], "{}".into())
+    });
+    (api, confirmed)
+}
+
+#[test]
+fn a_new_batch_is_written_verified_confirmed_and_audited_once() {
+    let dir = TempDir::new("write");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let (api, confirmed) = strings_api(|_| {
+        (
+            200,
+            json!([{"machine": "JET-01", "batch": "LOT777", "id": 5}]).to_string(),
+        )
+    });
+    let cfg = config(&dir, peer.port, &api, &influx, json!({}));
+    let mut gw = run(&dir, &cfg);
+    let mut c = hmi(peer.port);
+    assert!(
+        wait_until(Duration::from_secs(15), || !confirmed
+            .lock()
+            .map(|v| v.is_empty())
+            .unwrap_or(true)),
+        "{}",
+        gw.dump()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    gw.terminate(Duration::from_secs(10));
+    assert_eq!(read_area(&mut c), ("LOT777".to_string(), 1));
+    assert_eq!(
+        confirmed.lock().map(|v| v.clone()).unwrap_or_default(),
+        vec!["LOT777"],
+        "confirmed once"
+    );
+    let confirms: Vec<Received> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/strings/confirm")
+        .collect();
+    let body: Value = serde_json::from_str(&confirms[0].body).expect("json");
+    assert_eq!(body["id"], "5");
+    assert!(header(&confirms[0], "idempotency-key").is_some());
+    let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap_or_default();
+    let writes: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["action"] == "write")
+        .collect();
+    assert_eq!(writes.len(), 1, "{audit}");
+    assert_eq!(writes[0]["batch"], "LOT777");
+    assert_eq!(writes[0]["unit_id"], 1);
+    assert_eq!(writes[0]["addresses"]["handshake"], HANDSHAKE);
+}
+
+#[test]
+fn bad_input_never_reaches_the_machine_and_the_next_good_batch_goes_through() {
+    let dir = TempDir::new("bad");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let (api, confirmed) = strings_api(|n| match n {
+        0 => (200, "{not json".into()),
+        1 => (500, json!({"error": "db down"}).to_string()),
+        2 => {
+            std::thread::sleep(Duration::from_secs(3));
+            (200, "[]".into())
+        }
+        3 => (
+            200,
+            json!([
+                {"machine": "JET-01", "batch": "THIS-NAME-IS-FAR-TOO-LONG-FOR-THE-AREA"},
+                {"machine": "JET-01", "batch": "LÖT-1"},
+                {"machine": "JET-01", "batch": "LOT\u{0007}1"},
+                {"machine": "JET-99", "batch": "LOT-9"}
+            ])
+            .to_string(),
+        ),
+        _ => (
+            200,
+            json!([{"machine": "JET-01", "batch": "GOOD-1"}]).to_string(),
+        ),
+    });
+    let cfg = config(&dir, peer.port, &api, &influx, json!({}));
+    let mut c = hmi(peer.port);
+    let mut gw = run(&dir, &cfg);
+    // Until the good batch, the area stays empty (read back directly from the HMI).
+    while api
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/strings")
+        .count()
+        < 5
+    {
+        assert_eq!(
+            read_area(&mut c),
+            (String::new(), 0),
+            "something was written\n{}",
+            gw.dump()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(api.requests().len() < 1000);
+    }
+    assert!(wait_until(Duration::from_secs(10), || confirmed
+        .lock()
+        .map(|v| v.contains(&"GOOD-1".to_string()))
+        .unwrap_or(false)));
+    gw.terminate(Duration::from_secs(10));
+    assert_eq!(read_area(&mut c).0, "GOOD-1");
+    let log = gw.output();
+    for needle in [
+        "malformed JSON",
+        "HTTP 500",
+        "holds 20",
+        "which the HMI cannot show",
+        "unknown machine `JET-99`",
+    ] {
+        assert!(
+            log.contains(needle),
+            "no clear log line for {needle}:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn identity_mismatch_shadow_mode_and_an_unconsumed_batch_write_nothing() {
+    let offer = || {
+        strings_api(|_| {
+            (
+                200,
+                json!([{"machine": "JET-01", "batch": "LOT-X"}]).to_string(),
+            )
+        })
+    };
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    // 1. The identity register says this is another machine.
+    let dir = TempDir::new("identity");
+    let peer = hmi_peer(&dir);
+    let (api, _) = offer();
+    let cfg = config(
+        &dir,
+        peer.port,
+        &api,
+        &influx,
+        json!({"batch_write": {"identity": {"register": "machine_id", "value": 999}}}),
+    );
+    let mut gw = run(&dir, &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    gw.terminate(Duration::from_secs(10));
+    let mut c = hmi(peer.port);
+    assert_eq!(read_area(&mut c), (String::new(), 0), "{}", gw.dump());
+    assert!(
+        gw.output().contains("identity register `machine_id` holds"),
+        "{}",
+        gw.dump()
+    );
+    // 2. Shadow mode: nothing written or posted, the audit log says what would have been.
+    let dir = TempDir::new("shadow");
+    let peer = hmi_peer(&dir);
+    let (api, confirmed) = offer();
+    let cfg = config(&dir, peer.port, &api, &influx, json!({"shadow_mode": true}));
+    let mut c = hmi(peer.port);
+    set(&mut c, PROCESS, &[101]);
+    let mut gw = run(&dir, &cfg);
+    std::thread::sleep(Duration::from_secs(1));
+    set(&mut c, PROCESS, &[305]);
+    std::thread::sleep(Duration::from_secs(3));
+    gw.terminate(Duration::from_secs(10));
+    assert_eq!(read_area(&mut c), (String::new(), 0));
+    assert!(confirmed.lock().map(|v| v.is_empty()).unwrap_or(false));
+    assert!(
+        api.requests().iter().all(|r| r.path == "/strings"),
+        "shadow mode posted something"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap_or_default();
+    assert!(
+        audit.contains("\"shadow\":true")
+            && audit.contains("LOT-X")
+            && audit.contains("\"action\":\"post\""),
+        "{audit}"
+    );
+    // 3. The HMI has not taken the previous batch (handshake still 1): no overwrite.
+    let dir = TempDir::new("unconsumed");
+    let peer = hmi_peer(&dir);
+    let (api, confirmed) = offer();
+    let cfg = config(&dir, peer.port, &api, &influx, json!({}));
+    let mut c = hmi(peer.port);
+    set(
+        &mut c,
+        AREA,
+        &registers::encode_string("OLD-1", 10, StringOrder::HighFirst),
+    );
+    set(&mut c, HANDSHAKE, &[1]);
+    let mut gw = run(&dir, &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        read_area(&mut c),
+        ("OLD-1".to_string(), 1),
+        "overwritten\n{}",
+        gw.dump()
+    );
+    assert!(gw.output().contains("has not taken the previous batch"));
+    // Once the HMI takes it, the new batch goes in.
+    set(&mut c, HANDSHAKE, &[0]);
+    assert!(wait_until(Duration::from_secs(10), || read_area(&mut c).0 == "LOT-X"));
+    assert!(wait_until(Duration::from_secs(10), || confirmed
+        .lock()
+        .map(|v| v.len() == 1)
+        .unwrap_or(false)));
+    gw.terminate(Duration::from_secs(10));
+}
