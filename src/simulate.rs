@@ -141,7 +141,9 @@ impl SimMachine {
             if name == "sequence" {
                 continue;
             }
-            let (value, text) = if Some(r) == process_reg || name.contains("process") {
+            let (value, text) = if let Some(v) = self.overrides.get(&r) {
+                (*v, None)
+            } else if Some(r) == process_reg || name.contains("process") {
                 (process, None)
             } else if is_string && name.contains("batch") {
                 let planned = self.batch_names.get(&self.batch_no).cloned();
@@ -153,8 +155,6 @@ impl SimMachine {
                 (0.0, Some(format!("NIK{:05}", 10000 + (self.batch_no % 7))))
             } else if is_string {
                 (0.0, Some(format!("{}-{}", reg.name, self.batch_no)))
-            } else if let Some(v) = self.overrides.get(&r) {
-                (*v, None)
             } else if name.starts_with("param") {
                 // Recipe parameters: constant, as most of an HMI's registers are.
                 (f64::from(self.machine.unit_id) + r as f64, None)

@@ -448,3 +448,128 @@ fn identity_mismatch_shadow_mode_and_an_unconsumed_batch_write_nothing() {
         .unwrap_or(false)));
     gw.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn sigkill_at_random_moments_never_doubles_a_finish_key_or_a_write() {
+    let seed = std::env::var("DG_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("DG_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let rounds = std::env::var("DG_BATCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6usize);
+    let dir = TempDir::new("batchkill");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let offer = Arc::new(Mutex::new(String::new()));
+    let o = offer.clone();
+    let (api, confirmed) = strings_api(move |_| {
+        let name = o.lock().map(|n| n.clone()).unwrap_or_default();
+        let list = if name.is_empty() {
+            json!([])
+        } else {
+            json!([{"machine": "JET-01", "batch": name}])
+        };
+        (200, list.to_string())
+    });
+    let cfg = config(&dir, peer.port, &api, &influx, json!({}));
+    let mut c = hmi(peer.port);
+    let mut gw = run(&dir, &cfg);
+    let mut kills = 0;
+    for r in 0..rounds {
+        // A batch runs and finishes; a new batch is offered; the gateway dies somewhere in
+        // between and is restarted at once.
+        let kill_at = rng.u64(0..2500);
+        let started = std::time::Instant::now();
+        let mut killed = false;
+        let mut maybe_kill = |gw: &mut Proc| {
+            if !killed && started.elapsed() >= Duration::from_millis(kill_at) {
+                gw.signal("KILL");
+                let _ = gw.child.wait();
+                *gw = run(&dir, &cfg);
+                killed = true;
+                kills += 1;
+            }
+        };
+        set(
+            &mut c,
+            BATCH,
+            &registers::encode_string(&format!("B-{r}"), 8, StringOrder::HighFirst),
+        );
+        set(&mut c, PROCESS, &[101]);
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(150));
+            maybe_kill(&mut gw);
+        }
+        set(&mut c, PROCESS, &[305]);
+        if let Ok(mut n) = offer.lock() {
+            *n = format!("LOT-{r}");
+        }
+        // Wait for the write, let the "HMI" take it, and for the confirmation.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            maybe_kill(&mut gw);
+            let (text, hs) = read_area(&mut c);
+            if text == format!("LOT-{r}") && hs == 1 {
+                set(&mut c, HANDSHAKE, &[0]);
+            }
+            if confirmed
+                .lock()
+                .map(|v| v.contains(&format!("LOT-{r}")))
+                .unwrap_or(false)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        maybe_kill(&mut gw);
+    }
+    // Let everything owed be delivered, then stop cleanly.
+    std::thread::sleep(Duration::from_secs(4));
+    gw.terminate(Duration::from_secs(10));
+    let reqs = api.requests();
+    let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap_or_default();
+    for r in 0..rounds {
+        let batch = format!("B-{r}");
+        let keys: BTreeSet<String> = reqs
+            .iter()
+            .filter(|q| {
+                q.path == "/batch/finish"
+                    && serde_json::from_str::<Value>(&q.body).is_ok_and(|b| b["batch"] == batch)
+            })
+            .filter_map(|q| header(q, "idempotency-key"))
+            .collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "finish of {batch}: keys {keys:?} (seed {seed}, {kills} kills)"
+        );
+        let lot = format!("LOT-{r}");
+        let ckeys: BTreeSet<String> = reqs
+            .iter()
+            .filter(|q| {
+                q.path == "/strings/confirm"
+                    && serde_json::from_str::<Value>(&q.body).is_ok_and(|b| b["batch"] == lot)
+            })
+            .filter_map(|q| header(q, "idempotency-key"))
+            .collect();
+        assert_eq!(
+            ckeys.len(),
+            1,
+            "confirmation of {lot}: keys {ckeys:?} (seed {seed})"
+        );
+        let verified = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["action"] == "verified" && v["batch"] == lot)
+            .count();
+        assert!(
+            verified <= 1,
+            "{lot} written and verified {verified} times (seed {seed})\n{audit}"
+        );
+    }
+    println!("batch SIGKILL test: {rounds} rounds, {kills} kills, seed {seed}: every finish and confirmation under one key");
+}
