@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use util::*;
 
+/// The batch the API offers, and when a GET first listed it.
+type Offer = Option<(String, Option<Instant>)>;
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(((v.len() as f64 - 1.0) * p).round() as usize)
@@ -27,7 +30,7 @@ fn main() {
     let rounds = 10;
     let port = free_ports(1)[0];
     let dir = TempDir::new("bench-batch");
-    let offer: Arc<Mutex<Option<(String, Option<Instant>)>>> = Arc::default();
+    let offer: Arc<Mutex<Offer>> = Arc::default();
     let confirmed: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let finished: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let (o, c, f) = (offer.clone(), confirmed.clone(), finished.clone());
