@@ -197,8 +197,21 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         clock,
     )
     .map_err(runtime("cannot start threads"))?;
+    let (watchdog_stop, watchdog_rx) = bounded::<()>(0);
+    let watchdog = crate::watchdog::spawn(running.liveness.clone(), watchdog_rx)
+        .map_err(runtime("cannot start the watchdog thread"))?;
+    crate::watchdog::ready(&format!(
+        "polling {} machines on {} endpoints",
+        config.machines.len(),
+        config.endpoints.len()
+    ));
     wait(&sig, duration);
+    crate::watchdog::stopping();
     running.shutdown();
+    drop(watchdog_stop);
+    if let Some(h) = watchdog {
+        let _ = h.join();
+    }
     log::info!("stopped");
     Ok(())
 }

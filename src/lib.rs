@@ -20,3 +20,4 @@ pub mod secret;
 pub mod simulate;
 pub mod status;
 pub mod uploader;
+pub mod watchdog;

@@ -11,5 +11,6 @@ mod faults;
 mod influx;
 mod rtu;
 mod secrets;
+mod systemd;
 mod tcp;
 mod v2;

@@ -1,0 +1,128 @@
+//! systemd integration: READY=1 once the config is valid and every thread runs, STOPPING=1 on
+//! SIGTERM, and WATCHDOG=1 at half the `WatchdogSec=` interval, sent only while every thread's
+//! loop is turning (each checks in on its `status::Beat`). A poller backing off from a
+//! switched-off machine still turns its loop and counts as alive; a thread blocked for good
+//! stops the pings and systemd restarts the service. Without systemd (no `NOTIFY_SOCKET`),
+//! nothing is sent.
+
+use crate::status::Liveness;
+use crossbeam_channel::{select, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub fn ready(status: &str) {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+pub fn stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// One watchdog decision: ping when no thread is older than `max_age`; otherwise name them.
+pub fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> {
+    let stuck = liveness.stuck(max_age);
+    if stuck.is_empty() {
+        Ok(())
+    } else {
+        Err(stuck)
+    }
+}
+
+/// The watchdog loop: every `interval / 2`, `ping()` if every thread is alive.
+pub fn run(liveness: Arc<Liveness>, interval: Duration, shutdown: Receiver<()>, ping: impl Fn()) {
+    let half = interval / 2;
+    let mut reported = false;
+    loop {
+        match check(&liveness, half) {
+            Ok(()) => {
+                ping();
+                reported = false;
+            }
+            Err(stuck) => {
+                if !reported {
+                    log::error!(
+                        "thread(s) {} have not turned their loop for {half:?}: no watchdog ping, systemd will restart the service",
+                        stuck.join(", ")
+                    );
+                    reported = true;
+                }
+            }
+        }
+        select! {
+            recv(shutdown) -> _ => return,
+            default(half) => {}
+        }
+    }
+}
+
+/// Start the watchdog thread when systemd asks for one (`WatchdogSec=`).
+pub fn spawn(
+    liveness: Arc<Liveness>,
+    shutdown: Receiver<()>,
+) -> std::io::Result<Option<JoinHandle<()>>> {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return Ok(None);
+    };
+    log::info!(
+        "systemd watchdog: {interval:?}; pinging every {:?} while every thread is alive",
+        interval / 2
+    );
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            run(liveness, interval, shutdown, || {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            })
+        })
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn pings_while_every_loop_turns_and_stops_when_one_is_blocked() {
+        let live = Arc::new(Liveness::default());
+        let turning = live.register("poller tcp://10.0.0.9:502 (backing off)");
+        let blocked = live.register("uploader");
+        let pings = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (l, p) = (live.clone(), pings.clone());
+        let h = std::thread::spawn(move || {
+            run(l, Duration::from_millis(200), stop_rx, || {
+                p.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        // Both check in: pings flow.
+        for _ in 0..6 {
+            turning.check_in();
+            blocked.check_in();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let while_alive = pings.load(Ordering::Relaxed);
+        assert!(while_alive >= 2, "{while_alive}");
+        // One thread stops checking in (blocked for good): the pings stop.
+        for _ in 0..10 {
+            turning.check_in();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = pings.load(Ordering::Relaxed);
+        for _ in 0..8 {
+            turning.check_in();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            pings.load(Ordering::Relaxed),
+            before,
+            "no ping while a thread is blocked"
+        );
+        drop(stop_tx);
+        h.join().expect("join");
+    }
+}
