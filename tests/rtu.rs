@@ -313,3 +313,30 @@ fn a_serial_port_that_disappears_and_comes_back_is_reopened() {
     );
     assert!(lines.iter().any(|l| l.contains("level=42i")), "{lines:?}");
 }
+
+#[test]
+#[cfg_attr(
+    target_arch = "arm",
+    ignore = "qemu-user 7.2 lacks TCGETS2; serial tests run on x86"
+)]
+fn kernel_rs485_mode_on_a_port_without_it_is_a_clear_error() {
+    let dir = TempDir::new("rs485");
+    let pair = pty_pair(&dir, "hat");
+    let cfg = json!({
+        "endpoints": [{"name": "hat", "transport": "rtu", "serial_port": pair.b, "rs485": {"delay_before_send_ms": 1}}],
+        "machines": [{"name": "PKG-01", "endpoint": "hat", "slave_id": 1, "registers": [
+            {"name": "t", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}]}]
+    });
+    let path = dir.write("m.json", &cfg.to_string());
+    let out = gateway(
+        &["--config", path.to_str().unwrap_or_default(), "once"],
+        &[],
+    );
+    let err = text(&out.stderr);
+    // A pty has no RS-485 mode: the port is refused with the reason, nothing is polled.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TIOCSRS485") && err.contains("PKG-01"),
+        "{err}"
+    );
+}
