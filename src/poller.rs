@@ -223,6 +223,16 @@ impl Poller {
                     w.offer(order);
                 }
             }
+            Command::NotListed { machine } => {
+                if let Some(w) = self
+                    .units
+                    .iter_mut()
+                    .find(|u| u.index == machine)
+                    .and_then(|u| u.writer.as_mut())
+                {
+                    w.not_listed();
+                }
+            }
             Command::Persisted { machine, id } => {
                 if let Some(u) = self.units.iter_mut().find(|u| u.index == machine) {
                     if let Some(f) = u.finish.as_mut() {

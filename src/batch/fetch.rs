@@ -102,6 +102,11 @@ pub fn check_name(name: &str, bw: &BatchWrite) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("the batch name is empty".into());
     }
+    if name.trim() != name {
+        return Err(format!(
+            "`{name}` starts or ends with a space, which the HMI area cannot keep"
+        ));
+    }
     let max = usize::from(bw.registers) * 2;
     if name.len() > max {
         return Err(format!(
@@ -131,7 +136,12 @@ pub struct Fetcher {
     /// Owner (endpoint) of each machine, and each endpoint's command channel.
     owner: Vec<usize>,
     commands: Vec<Sender<Command>>,
+    /// Problems seen in the previous answer (logged once while they persist).
     reported: HashSet<String>,
+    /// Problems seen in the current answer.
+    current: HashSet<String>,
+    /// Machines the previous answer listed.
+    listed: HashSet<usize>,
     last_problem: Option<String>,
 }
 
@@ -154,13 +164,17 @@ impl Fetcher {
             owner: config.machines.iter().map(|m| m.endpoint).collect(),
             commands,
             reported: HashSet::new(),
+            current: HashSet::new(),
+            listed: HashSet::new(),
             last_problem: None,
         }
     }
 
     /// Log a problem once (until it goes away and comes back).
     fn problem_once(&mut self, text: String) {
-        if self.reported.insert(text.clone()) {
+        let new = !self.reported.contains(&text);
+        self.current.insert(text.clone());
+        if new {
             log::warn!(
                 "new batches from {}: {text}; skipped, nothing written",
                 self.url
@@ -207,6 +221,7 @@ impl Fetcher {
             Ok(x) => x,
             Err(e) => {
                 self.problem_once(e);
+                self.reported = std::mem::take(&mut self.current);
                 return Vec::new();
             }
         };
@@ -214,11 +229,13 @@ impl Fetcher {
             self.problem_once(p);
         }
         let mut sent = Vec::new();
+        let mut listed = HashSet::new();
         for e in entries {
             let Some(index) = self.machines.iter().position(|(n, _)| *n == e.machine) else {
                 self.problem_once(format!("unknown machine `{}`", e.machine));
                 continue;
             };
+            listed.insert(index);
             let Some(bw) = self.machines[index].1.clone() else {
                 self.problem_once(format!(
                     "machine `{}` has no batch_write area configured",
@@ -249,6 +266,15 @@ impl Fetcher {
             }
             sent.push(order);
         }
+        // Machines no longer listed: their writer learns that the API has taken its last
+        // confirmation (a later listing of the same name is then a new batch: a re-dye).
+        for &m in self.listed.difference(&listed) {
+            if let Some(tx) = self.commands.get(self.owner[m]) {
+                let _ = tx.send_timeout(Command::NotListed { machine: m }, Duration::from_secs(1));
+            }
+        }
+        self.listed = listed;
+        self.reported = std::mem::take(&mut self.current);
         sent
     }
 

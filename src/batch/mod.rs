@@ -66,6 +66,8 @@ pub enum Command {
     Write(BatchOrder),
     /// The outbox has stored item `id` of machine `machine` durably.
     Persisted { machine: usize, id: String },
+    /// The API's latest answer lists no batch for this machine.
+    NotListed { machine: usize },
 }
 
 /// A random identifier in the UUID v4 layout.

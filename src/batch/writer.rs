@@ -19,13 +19,9 @@ use crate::registers::{self, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 /// How many times a write that does not read back is tried before giving up.
 const MAX_ATTEMPTS: u32 = 3;
-/// A batch name already confirmed is not written again within this time, even if the API
-/// still lists it (it may not have processed the confirmation yet).
-const REDYE_GUARD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,7 +61,9 @@ pub struct BatchWriter {
     audit: PathBuf,
     state: WriterState,
     pending: Option<BatchOrder>,
-    confirmed_at: Option<Instant>,
+    /// The API stopped listing this machine after the last confirmation: the same name
+    /// listed again is a new batch (a re-dye), not the old one still waiting to be removed.
+    unlisted_since_confirm: bool,
     waiting_logged: bool,
 }
 
@@ -105,7 +103,7 @@ impl BatchWriter {
             audit,
             state,
             pending: None,
-            confirmed_at: None,
+            unlisted_since_confirm: false,
             waiting_logged: false,
         }
     }
@@ -147,8 +145,7 @@ impl BatchWriter {
                 (Some(a), Some(b)) => a == b,
                 (None, None) => {
                     order.name == last.name
-                        && (last.phase != Phase::Confirmed
-                            || self.confirmed_at.is_none_or(|t| t.elapsed() < REDYE_GUARD))
+                        && (last.phase != Phase::Confirmed || !self.unlisted_since_confirm)
                 }
                 _ => false,
             };
@@ -170,6 +167,18 @@ impl BatchWriter {
         );
         self.waiting_logged = false;
         self.pending = Some(order);
+    }
+
+    /// The API no longer lists a batch for this machine.
+    pub fn not_listed(&mut self) {
+        if self
+            .state
+            .last
+            .as_ref()
+            .is_some_and(|l| l.phase == Phase::Confirmed)
+        {
+            self.unlisted_since_confirm = true;
+        }
     }
 
     /// True when `step` has something to do.
@@ -203,7 +212,7 @@ impl BatchWriter {
         if let Some(l) = self.state.last.as_mut() {
             if l.key == key && l.phase == Phase::Written {
                 l.phase = Phase::Confirmed;
-                self.confirmed_at = Some(Instant::now());
+                self.unlisted_since_confirm = false;
                 self.save();
             }
         }
@@ -351,7 +360,13 @@ impl BatchWriter {
         }
         self.check_identity(client)?;
         let (_, hs) = self.read_area(client)?;
-        if hs == 1 && !self.cfg.overwrite_unconsumed {
+        // Retrying our own write that did not read back: the handshake may be our own 1.
+        let retry = self
+            .state
+            .last
+            .as_ref()
+            .is_some_and(|l| l.name == order.name && l.phase == Phase::Writing);
+        if hs == 1 && !self.cfg.overwrite_unconsumed && !retry {
             if !self.waiting_logged {
                 log::warn!(
                     "machine {}: the HMI has not taken the previous batch yet (handshake still 1); `{}` waits",
@@ -424,5 +439,96 @@ impl BatchWriter {
             self.pending = None;
         }
         self.save();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StringOrder;
+
+    fn writer() -> BatchWriter {
+        let dir = std::env::temp_dir().join(format!(
+            "dg-writer-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let cfg = BatchWrite {
+            address: 100,
+            registers: 10,
+            string_order: StringOrder::HighFirst,
+            handshake_address: 120,
+            enabled: true,
+            handshake_fc16: false,
+            overwrite_unconsumed: false,
+            charset: None,
+            identity: None,
+        };
+        BatchWriter::load(
+            cfg,
+            "JET-01",
+            "tcp://h:502",
+            1,
+            None,
+            false,
+            dir.join("w.json"),
+            dir.join("audit.jsonl"),
+        )
+    }
+
+    fn order(name: &str, id: Option<&str>) -> BatchOrder {
+        BatchOrder {
+            machine: 0,
+            name: name.into(),
+            entry_id: id.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_confirmed_name_is_written_again_only_after_the_api_stopped_listing_it() {
+        let mut w = writer();
+        w.state.last = Some(Written {
+            name: "LOT1".into(),
+            entry_id: None,
+            phase: Phase::Written,
+            key: "k".into(),
+            time_ms: 0,
+            attempts: 1,
+        });
+        w.offer(order("LOT1", None));
+        assert!(
+            w.pending.is_none(),
+            "written, not yet confirmed: never again"
+        );
+        w.persisted("k");
+        w.offer(order("LOT1", None));
+        assert!(
+            w.pending.is_none(),
+            "still listed after the confirmation: the old batch"
+        );
+        w.not_listed();
+        w.offer(order("LOT1", None));
+        assert_eq!(
+            w.pending.as_ref().map(|p| p.name.as_str()),
+            Some("LOT1"),
+            "listed again later: a re-dye"
+        );
+    }
+
+    #[test]
+    fn entry_ids_decide_when_the_api_gives_them() {
+        let mut w = writer();
+        w.state.last = Some(Written {
+            name: "LOT1".into(),
+            entry_id: Some("7".into()),
+            phase: Phase::Confirmed,
+            key: "k".into(),
+            time_ms: 0,
+            attempts: 1,
+        });
+        w.offer(order("LOT1", Some("7")));
+        assert!(w.pending.is_none());
+        w.offer(order("LOT1", Some("8")));
+        assert!(w.pending.is_some(), "same name, new entry: a new batch");
     }
 }

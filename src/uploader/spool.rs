@@ -32,6 +32,8 @@ pub struct Spool {
     cache_start: u64,
     peek_buf: Vec<String>,
     dropped_mem: u64,
+    /// Log drops already reported.
+    dropped_logged: u64,
     last_sync: Instant,
     last_ack_persist: Instant,
     problem: Option<String>,
@@ -50,6 +52,7 @@ impl Spool {
             cache_start: 0,
             peek_buf: Vec::new(),
             dropped_mem: 0,
+            dropped_logged: 0,
             last_sync: Instant::now(),
             last_ack_persist: Instant::now(),
             problem: None,
@@ -229,6 +232,15 @@ impl Buffer for Spool {
 
     fn maintain(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        let dropped = self.log.as_ref().map_or(0, |l| l.dropped);
+        if dropped > self.dropped_logged {
+            log::error!(
+                "spool {} full ({} MB): the oldest points were dropped, {dropped} so far",
+                self.opts.dir.display(),
+                self.opts.max_bytes >> 20
+            );
+            self.dropped_logged = dropped;
+        }
         if self.log.is_none() && now >= self.reopen_at {
             self.try_open();
         }
