@@ -79,6 +79,7 @@ pub fn start(
             .map(|_| Arc::new(Mutex::new(MachineStatus::default())))
             .collect(),
         uploader: Default::default(),
+        outbox: Default::default(),
     });
     let liveness = Arc::new(Liveness::default());
     let (points_tx, points_rx) = bounded::<Batch>(POINTS_CHANNEL);
@@ -108,17 +109,20 @@ pub fn start(
         let mut finish_urls: Vec<String> = Vec::new();
         finish_urls.extend(config.api.batch_url.iter().cloned());
         finish_urls.extend(config.api.trigger_url.iter().cloned());
-        let outbox = Outbox::open(outbox::Settings {
-            dir: config.state_dir.join("outbox"),
-            finish_urls,
-            confirm_url: config.api.strings_conf_url.clone(),
-            finish_body: config.api.finish_body.clone(),
-            confirm_body: config.api.confirm_body.clone(),
-            timeout: config.api.timeout,
-            ca: config.tls_ca.clone(),
-            shadow: config.shadow_mode,
-            audit: config.state_dir.join("audit.jsonl"),
-        });
+        let outbox = Outbox::open(
+            outbox::Settings {
+                dir: config.state_dir.join("outbox"),
+                finish_urls,
+                confirm_url: config.api.strings_conf_url.clone(),
+                finish_body: config.api.finish_body.clone(),
+                confirm_body: config.api.confirm_body.clone(),
+                timeout: config.api.timeout,
+                ca: config.tls_ca.clone(),
+                shadow: config.shadow_mode,
+                audit: config.state_dir.join("audit.jsonl"),
+            },
+            board.outbox.clone(),
+        );
         let replies: Vec<_> = config
             .machines
             .iter()

@@ -17,6 +17,9 @@ struct Written {
 
 pub struct Detector {
     prefixes: [String; 4],
+    /// `machine_state,machine=...`: the machine's online state, so dashboards can tell a
+    /// flat line from an offline machine.
+    state_prefix: String,
     keys: Vec<String>,
     deadbands: Vec<f64>,
     by_measurement: [Vec<usize>; 4],
@@ -38,6 +41,7 @@ impl Detector {
         }
         let prefixes =
             Measurement::ALL.map(|meas| lineproto::series_prefix(meas.as_str(), &m.name, &tags));
+        let state_prefix = lineproto::series_prefix(STATE_MEASUREMENT, &m.name, &tags);
         let by_measurement = Measurement::ALL.map(|meas| {
             (0..m.registers.len())
                 .filter(|&i| m.registers[i].measurement == meas)
@@ -45,6 +49,7 @@ impl Detector {
         });
         Detector {
             prefixes,
+            state_prefix,
             keys: m
                 .registers
                 .iter()
@@ -163,6 +168,17 @@ impl Detector {
                 out.push(line);
             }
         }
+    }
+}
+
+/// The measurement of the machines' online state.
+pub const STATE_MEASUREMENT: &str = "machine_state";
+
+impl Detector {
+    /// `machine_state,... online=true <ts>`.
+    pub fn state_line(&self, online: bool, ts_ms: i64) -> String {
+        let v = Value::Bool(online);
+        lineproto::line(&self.state_prefix, [("online", &v)].into_iter(), ts_ms).unwrap_or_default()
     }
 }
 

@@ -64,6 +64,9 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Read a password on standard input and print the `password_sha256` value for the
+    /// status page's login.
+    HashPassword,
     /// Run the gateway against its own simulated machines, printing each write request.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
@@ -74,8 +77,8 @@ enum Command {
 
 /// SIGTERM, SIGINT (and later SIGHUP) arrive on this channel.
 fn signals() -> std::io::Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let (tx, rx) = bounded(4);
     std::thread::Builder::new()
         .name("signals".into())
@@ -101,14 +104,17 @@ fn wait(sig: &Receiver<i32>, duration: Option<f64>) {
     }
 }
 
-fn load(cli: &Cli) -> Result<Config, i32> {
+fn load_config(cli: &Cli) -> Result<Config, config::ConfigErrors> {
     let environment: HashMap<String, String> = std::env::vars().collect();
     config::load(&config::Sources {
         config: &cli.config,
         env_file: cli.env_file.as_deref(),
         environment: &environment,
     })
-    .map_err(|e| {
+}
+
+fn load(cli: &Cli) -> Result<Config, i32> {
+    load_config(cli).map_err(|e| {
         eprintln!("configuration error in {}:", cli.config.display());
         for err in &e.0 {
             eprintln!("  {err}");
@@ -139,6 +145,7 @@ pub fn main() -> i32 {
             duration,
         } => simulate_cmd(&cli, bind_host.as_deref(), *step, *duration),
         Command::Demo { duration } => demo(&cli, *duration),
+        Command::HashPassword => hash_password(),
     };
     match result {
         Ok(()) => 0,
@@ -153,9 +160,117 @@ fn runtime<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> i32 + '_ {
     }
 }
 
+/// The threads of one configuration: the gateway's and the watchdog's.
+struct Generation {
+    running: app::Running,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+    watchdog_stop: crossbeam_channel::Sender<()>,
+}
+
+impl Generation {
+    fn stop(self) {
+        self.running.shutdown();
+        drop(self.watchdog_stop);
+        if let Some(h) = self.watchdog {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Start every thread for `config` (which has an InfluxDB).
+fn start_generation(config: &Config) -> Result<Generation, String> {
+    let influx = config.influx.as_ref().ok_or_else(|| {
+        config
+            .influx_problem
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+    })?;
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        log::warn!(
+            "state directory {} is not usable: {e}",
+            config.state_dir.display()
+        );
+    }
+    let sink = InfluxSink::new(influx, config.tls_ca.as_deref());
+    log::info!(
+        "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}{}",
+        env!("CARGO_PKG_VERSION"),
+        config.machines.len(),
+        config.endpoints.len(),
+        crate::uploader::sink::Sink::describe(&sink),
+        if config.shadow_mode {
+            "; SHADOW MODE: nothing is written to machines or posted to the API"
+        } else {
+            ""
+        }
+    );
+    let spool = Spool::open(SpoolOptions {
+        dir: config.state_dir.join("spool"),
+        window: influx.fsync_window,
+        max_bytes: influx.spool_max_bytes,
+        max_memory: influx.buffer_max_points,
+    });
+    let clock = Arc::new(Clock::new(config.clock.check.clone()));
+    let running = app::start(
+        config,
+        Box::new(sink),
+        Box::new(spool),
+        app::uploader_settings(config),
+        clock,
+    )
+    .map_err(|e| format!("cannot start threads: {e}"))?;
+    let (watchdog_stop, watchdog_rx) = bounded::<()>(0);
+    let watchdog = crate::watchdog::spawn(running.liveness.clone(), watchdog_rx)
+        .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+    Ok(Generation {
+        running,
+        watchdog,
+        watchdog_stop,
+    })
+}
+
+/// The status page's thread and the sender whose drop stops it.
+type StatusThread = (std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>);
+
+/// Start the status page; returns its thread and the sender whose drop stops it.
+fn start_status(
+    config: &Config,
+    shared: &crate::status_http::Shared,
+) -> Result<Option<StatusThread>, i32> {
+    let Some(sp) = &config.status else {
+        return Ok(None);
+    };
+    // The page is secondary: a port in use is logged and the gateway runs without it.
+    let server = match tiny_http::Server::http(sp.listen) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(
+                "status page: cannot listen on {}: {e}; running without it",
+                sp.listen
+            );
+            return Ok(None);
+        }
+    };
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| sp.listen.to_string());
+    log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
+    eprintln!("status page: http://{addr}/");
+    let (stop, stop_rx) = bounded::<()>(0);
+    let (shared, auth) = (shared.clone(), sp.auth.clone());
+    let h = std::thread::Builder::new()
+        .name("status-http".into())
+        .spawn(move || crate::status_http::run(server, shared, auth, stop_rx))
+        .map_err(runtime("cannot start the status page"))?;
+    Ok(Some((h, stop)))
+}
+
 fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let config = load(cli)?;
-    let Some(influx) = &config.influx else {
+    if config.influx.is_none() {
         let problem = config
             .influx_problem
             .as_ref()
@@ -166,53 +281,100 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
             cli.config.display()
         );
         return Err(EXIT_CONFIG);
-    };
-    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
-    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
-        log::warn!(
-            "state directory {} is not usable: {e}",
-            config.state_dir.display()
-        );
     }
-    let sink = InfluxSink::new(influx, config.tls_ca.as_deref());
-    log::info!(
-        "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}",
-        env!("CARGO_PKG_VERSION"),
-        config.machines.len(),
-        config.endpoints.len(),
-        crate::uploader::sink::Sink::describe(&sink)
-    );
-    let spool = Spool::open(SpoolOptions {
-        dir: config.state_dir.join("spool"),
-        window: influx.fsync_window,
-        max_bytes: influx.spool_max_bytes,
-        max_memory: influx.buffer_max_points,
-    });
-    let clock = Arc::new(Clock::new(config.clock.check.clone()));
-    let running = app::start(
-        &config,
-        Box::new(sink),
-        Box::new(spool),
-        app::uploader_settings(&config),
-        clock,
-    )
-    .map_err(runtime("cannot start threads"))?;
-    let (watchdog_stop, watchdog_rx) = bounded::<()>(0);
-    let watchdog = crate::watchdog::spawn(running.liveness.clone(), watchdog_rx)
-        .map_err(runtime("cannot start the watchdog thread"))?;
+    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
+    let mut generation = start_generation(&config).map_err(runtime("cannot start"))?;
+    let shared = crate::status_http::Shared::new(generation.running.board.clone());
+    let status = start_status(&config, &shared)?;
     crate::watchdog::ready(&format!(
         "polling {} machines on {} endpoints",
         config.machines.len(),
         config.endpoints.len()
     ));
-    wait(&sig, duration);
+    let deadline = duration
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(|d| std::time::Instant::now() + Duration::from_secs_f64(d));
+    loop {
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+        });
+        let signal = select! {
+            recv(sig) -> s => s.unwrap_or(0),
+            default(left) => {
+                log::info!("duration reached: shutting down");
+                break;
+            }
+        };
+        if signal != signal_hook::consts::SIGHUP {
+            log::info!("signal {signal} received: shutting down");
+            break;
+        }
+        // SIGHUP: reload. A config that fails validation is refused; the last good one runs on.
+        log::info!("SIGHUP: reloading {}", cli.config.display());
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let refused = match load_config(cli) {
+            Err(e) => Some(e.to_string().replace('\n', "; ")),
+            Ok(new) if new.influx.is_none() => Some(
+                new.influx_problem
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            ),
+            Ok(new) => {
+                generation.stop();
+                match start_generation(&new) {
+                    Ok(g) => {
+                        generation = g;
+                        *lock(&shared.board) = generation.running.board.clone();
+                        log::info!("configuration reloaded: {} machines", new.machines.len());
+                        None
+                    }
+                    Err(e) => {
+                        log::error!("cannot start with the new configuration ({e}); restarting with the previous one");
+                        generation =
+                            start_generation(&config).map_err(runtime("cannot restart"))?;
+                        *lock(&shared.board) = generation.running.board.clone();
+                        Some(e)
+                    }
+                }
+            }
+        };
+        {
+            let mut r = lock(&shared.reload);
+            r.last_reload_ms = Some(crate::clock::wall_ms());
+            if let Some(e) = &refused {
+                log::error!(
+                    "configuration reload refused, still running on the last good one: {e}"
+                );
+            }
+            r.last_error = refused;
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
     crate::watchdog::stopping();
-    running.shutdown();
-    drop(watchdog_stop);
-    if let Some(h) = watchdog {
+    generation.stop();
+    if let Some((h, stop)) = status {
+        drop(stop);
         let _ = h.join();
     }
     log::info!("stopped");
+    Ok(())
+}
+
+fn hash_password() -> Result<(), i32> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(runtime("cannot read the password"))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("no password given on standard input");
+        return Err(EXIT_CONFIG);
+    }
+    let salt = format!("{:016x}", fastrand::u64(..));
+    println!(
+        "{salt}${}",
+        crate::status_http::hash_password(&salt, password)
+    );
     Ok(())
 }
 
@@ -463,8 +625,16 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         Arc::new(Clock::trusted()),
     )
     .map_err(runtime("cannot start threads"))?;
+    let status = start_status(
+        &config,
+        &crate::status_http::Shared::new(running.board.clone()),
+    )?;
     wait(&sig, duration);
     let board = running.board.clone();
+    if let Some((h, stop)) = status {
+        drop(stop);
+        let _ = h.join();
+    }
     running.shutdown();
     drop(sim);
     drop(api);

@@ -19,5 +19,6 @@ pub mod registers;
 pub mod secret;
 pub mod simulate;
 pub mod status;
+pub mod status_http;
 pub mod uploader;
 pub mod watchdog;

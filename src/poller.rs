@@ -26,6 +26,9 @@ use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// How often each machine's one-line summary is logged.
+const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// Registers of one machine polled at one interval.
 struct Group {
     measurements: Vec<Measurement>,
@@ -53,6 +56,11 @@ struct Unit {
     writer: Option<BatchWriter>,
     /// When pending outbox items were last offered (they are offered again until stored).
     offered_at: Option<Instant>,
+    /// The online state last written to InfluxDB, and when.
+    state_written: Option<(Instant, bool)>,
+    /// Registers shown as sparklines (temperature, level), and when the last sample was taken.
+    spark: (Option<usize>, Option<usize>),
+    spark_at: Option<Instant>,
 }
 
 pub struct Poller {
@@ -68,6 +76,7 @@ pub struct Poller {
     clock: Arc<Clock>,
     /// Whether the lines of the current poll carry a real timestamp.
     stamped: bool,
+    heartbeat: Duration,
     commands: Receiver<Command>,
     outbox: Option<Sender<OutboxItem>>,
 }
@@ -151,6 +160,16 @@ impl Poller {
                     finish: None,
                     writer: None,
                     offered_at: None,
+                    state_written: None,
+                    spark: (
+                        m.registers
+                            .iter()
+                            .position(|r| r.name.to_ascii_lowercase().contains("temp")),
+                        m.registers
+                            .iter()
+                            .position(|r| r.name.to_ascii_lowercase().contains("level")),
+                    ),
+                    spark_at: None,
                 }
             })
             .collect();
@@ -166,6 +185,7 @@ impl Poller {
             beat: None,
             clock: Arc::new(Clock::trusted()),
             stamped: true,
+            heartbeat: config.heartbeat,
             commands: crossbeam_channel::never(),
             outbox: None,
         }
@@ -459,6 +479,9 @@ impl Poller {
     fn poll_group(&mut self, ui: usize, gi: usize, now: Instant) -> Vec<String> {
         let mut lines = Vec::new();
         if !self.connect(now) {
+            let ts_ms = self.clock.now_ms();
+            self.stamped = ts_ms.is_some();
+            self.record_state(ui, now, ts_ms.unwrap_or(0), &mut lines);
             return lines;
         }
         let ts = SystemTime::now();
@@ -574,21 +597,86 @@ impl Poller {
                 self.batch_work(ui, gi);
             }
         }
-        {
-            let u = &self.units[ui];
-            let mut st = lock(&u.status);
-            st.polls += 1;
-            st.requests += requests;
-            st.last_latency_ms = latency.as_secs_f64() * 1000.0;
-            st.points += lines.len() as u64;
-            if answered {
-                st.last_ok_ms = Some(unix_ms(ts));
-            }
-        }
+        self.record_state(ui, now, ts_ms, &mut lines);
+        self.publish(ui, gi, answered, requests, latency, &lines, ts);
         if self.endpoint.close_after_poll {
             self.client.transport().close();
         }
         lines
+    }
+
+    /// Write the machine's online state to InfluxDB on change and with the heartbeat.
+    fn record_state(&mut self, ui: usize, now: Instant, ts_ms: i64, lines: &mut Vec<String>) {
+        let heartbeat = self.heartbeat;
+        let u = &mut self.units[ui];
+        let Some(online) = u.online else { return };
+        let due = match u.state_written {
+            None => true,
+            Some((at, was)) => was != online || now.duration_since(at) >= heartbeat,
+        };
+        if due {
+            lines.push(u.detector.state_line(online, ts_ms));
+            u.state_written = Some((now, online));
+        }
+    }
+
+    /// Update the machine's entry on the status board after a poll.
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        ui: usize,
+        gi: usize,
+        answered: bool,
+        requests: u64,
+        latency: Duration,
+        lines: &[String],
+        ts: SystemTime,
+    ) {
+        let u = &mut self.units[ui];
+        let mut st = lock(&u.status);
+        st.polls += 1;
+        st.requests += requests;
+        st.last_latency_ms = latency.as_secs_f64() * 1000.0;
+        st.observe_latency(latency.as_secs_f64());
+        st.points += lines.len() as u64;
+        if !answered {
+            return;
+        }
+        st.last_ok_ms = Some(unix_ms(ts));
+        let g = &u.groups[gi];
+        for (r, reg) in u.machine.registers.iter().enumerate() {
+            if g.measurements.contains(&reg.measurement) {
+                let v = u
+                    .detector
+                    .latest(r)
+                    .map(value_json)
+                    .unwrap_or(serde_json::Value::Null);
+                st.values.insert(reg.name.clone(), v);
+            }
+        }
+        if let Some(f) = &u.machine.finish {
+            st.process_code = u
+                .detector
+                .latest(f.register)
+                .and_then(Value::as_f64)
+                .map(|v| v.round() as i64);
+            if let Some(Value::Str(b)) = f.batch_register.and_then(|b| u.detector.latest(b)) {
+                st.batch = Some(b.clone());
+            }
+        }
+        let now = Instant::now();
+        if u.spark_at
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            let get =
+                |i: Option<usize>| i.and_then(|i| u.detector.latest(i)).and_then(Value::as_f64);
+            st.history
+                .push_back((unix_ms(ts), get(u.spark.0), get(u.spark.1)));
+            while st.history.len() > crate::status::HISTORY_LEN {
+                st.history.pop_front();
+            }
+            u.spark_at = Some(now);
+        }
     }
 
     fn count_error(&mut self, ui: usize, kind: &'static str, text: &str) {
@@ -665,8 +753,14 @@ impl Poller {
     /// The thread's loop: poll what is due, wait for the next due time or shutdown.
     pub fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
         self.beat = Some(beat.clone());
+        let mut summary_at = Instant::now() + SUMMARY_EVERY;
+        let mut last_counts: Vec<(u64, u64)> = vec![(0, 0); self.units.len()];
         loop {
             beat.check_in();
+            if Instant::now() >= summary_at {
+                summary_at += SUMMARY_EVERY;
+                self.summary(&mut last_counts);
+            }
             let Some((ui, gi, due)) = self.next_due() else {
                 break;
             };
@@ -695,6 +789,27 @@ impl Poller {
         self.client.transport().close();
     }
 
+    /// One line per machine at a low rate, instead of a line per poll.
+    fn summary(&self, last: &mut [(u64, u64)]) {
+        for (u, last) in self.units.iter().zip(last.iter_mut()) {
+            let st = lock(&u.status);
+            let errors: u64 = st.errors.values().sum();
+            log::info!(
+                "machine {}: {}; {} polls and {} errors in the last {} min",
+                u.machine.name,
+                match st.online {
+                    Some(true) => "online",
+                    Some(false) => "offline",
+                    None => "not polled yet",
+                },
+                st.polls - last.0,
+                errors - last.1,
+                SUMMARY_EVERY.as_secs() / 60
+            );
+            *last = (st.polls, errors);
+        }
+    }
+
     /// Poll every group of every machine once and return all current values as lines
     /// (the `once` command). Machines that did not answer are reported by the status board.
     pub fn poll_all_once(&mut self) -> Vec<String> {
@@ -711,6 +826,15 @@ impl Poller {
         }
         self.client.transport().close();
         lines
+    }
+}
+
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Float(f) => serde_json::Value::from(*f),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Bool(b) => serde_json::Value::from(*b),
+        Value::Str(s) => serde_json::Value::from(s.clone()),
     }
 }
 

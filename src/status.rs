@@ -34,6 +34,42 @@ pub struct MachineStatus {
     pub last_ok_ms: Option<i64>,
     pub last_latency_ms: f64,
     pub points: u64,
+    /// The last value read of every register (by name).
+    pub values: BTreeMap<String, serde_json::Value>,
+    pub process_code: Option<i64>,
+    pub batch: Option<String>,
+    /// Recent (time ms, temperature, level) samples for the sparklines, one per 10 s.
+    pub history: std::collections::VecDeque<(i64, Option<f64>, Option<f64>)>,
+    /// Poll duration histogram: counts per upper bound in `LATENCY_BUCKETS`, then +Inf.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_s: f64,
+}
+
+/// Upper bounds (seconds) of the poll duration histogram.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// How many sparkline samples are kept (10 minutes at one per 10 s).
+pub const HISTORY_LEN: usize = 60;
+
+impl MachineStatus {
+    pub fn observe_latency(&mut self, seconds: f64) {
+        if self.latency_buckets.len() != LATENCY_BUCKETS.len() + 1 {
+            self.latency_buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+        }
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i] += 1;
+        self.latency_sum_s += seconds;
+    }
+}
+
+/// The last configuration reload, for the status page.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadStatus {
+    pub last_reload_ms: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -60,19 +96,28 @@ pub struct UploaderStatus {
 pub struct Board {
     pub machines: Vec<Arc<Mutex<MachineStatus>>>,
     pub uploader: Arc<Mutex<UploaderStatus>>,
+    pub outbox: Arc<Mutex<crate::batch::outbox::OutboxStatus>>,
 }
 
 #[derive(Serialize)]
 pub struct Snapshot {
+    pub version: &'static str,
+    pub time_ms: i64,
     pub machines: Vec<MachineStatus>,
     pub uploader: UploaderStatus,
+    pub outbox: crate::batch::outbox::OutboxStatus,
+    pub reload: ReloadStatus,
 }
 
 impl Board {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            time_ms: unix_ms(SystemTime::now()),
             machines: self.machines.iter().map(|m| lock(m).clone()).collect(),
             uploader: lock(&self.uploader).clone(),
+            outbox: lock(&self.outbox).clone(),
+            reload: ReloadStatus::default(),
         }
     }
 }

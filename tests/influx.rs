@@ -108,6 +108,14 @@ fn run_writes_the_four_measurements_with_types_tags_and_escaping() {
             "{m} missing: {measurements:?}\n{dump}"
         );
     }
+    // The online state, so a dashboard can tell "flat" from "offline".
+    let online = influx.rows("SELECT * FROM machine_state");
+    assert!(
+        online
+            .iter()
+            .any(|r| r["online"] == true && r["machine"] == MACHINE),
+        "{online:?}"
+    );
     // Field types as InfluxDB stored them.
     let types = |m: &str| -> Vec<(String, String)> {
         influx

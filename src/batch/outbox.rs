@@ -145,14 +145,14 @@ impl Payload {
 }
 
 impl Outbox {
-    pub fn open(s: Settings) -> Outbox {
+    pub fn open(s: Settings, status: Arc<Mutex<OutboxStatus>>) -> Outbox {
         let agent = crate::http::agent(s.timeout, s.ca.as_deref());
         let mut o = Outbox {
             agent,
             log: None,
             entries: BTreeMap::new(),
             recent_done: VecDeque::new(),
-            status: Arc::default(),
+            status,
             s,
         };
         if o.s.shadow {

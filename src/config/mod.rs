@@ -299,6 +299,15 @@ pub struct Influx {
     pub fsync_window: Duration,
 }
 
+/// Where the status page listens, and the basic-auth login it requires (always on a
+/// non-loopback address).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusPage {
+    pub listen: std::net::SocketAddr,
+    /// (user, salt, hex sha256 of salt + password)
+    pub auth: Option<(String, String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClockSettings {
     pub check: crate::clock::SyncCheck,
@@ -343,6 +352,8 @@ pub struct Config {
     pub influx: Option<Influx>,
     pub influx_problem: Option<ConfigError>,
     pub clock: ClockSettings,
+    /// The status page; `None`: off.
+    pub status: Option<StatusPage>,
     /// Trusted CAs for https:// URLs; `None`: Mozilla's roots.
     pub tls_ca: Option<Vec<ureq::tls::Certificate<'static>>>,
     pub api: Api,
@@ -516,6 +527,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let (influx, influx_problem) = validate_influx(&mut c, &raw.influxdb);
     let api = validate_api(&mut c, &raw.api);
     let clock = validate_clock(&mut c, &raw.clock);
+    let status = validate_status(&mut c, &raw.status);
     let tls_ca = match raw.tls.ca_file.as_deref().filter(|f| !f.is_empty()) {
         Some(f) => match crate::http::load_ca(Path::new(f)) {
             Ok(certs) => Some(certs),
@@ -613,6 +625,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         influx,
         influx_problem,
         clock,
+        status,
         tls_ca,
         api,
         endpoints: kept,
@@ -720,6 +733,57 @@ fn validate_influx(c: &mut Check, r: &RawInflux) -> (Option<Influx>, Option<Conf
         ),
     };
     (Some(influx), None)
+}
+
+fn validate_status(c: &mut Check, r: &RawStatus) -> Option<StatusPage> {
+    let listen = r
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9180".to_string());
+    if listen.is_empty() {
+        return None;
+    }
+    let addr: std::net::SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            c.err(
+                "$.status.listen",
+                format!("`{listen}` is not an address:port such as 127.0.0.1:9180"),
+            );
+            return None;
+        }
+    };
+    let auth = match (&r.user, &r.password_sha256) {
+        (Some(u), Some(h)) => match h.split_once('$') {
+            Some((salt, hex))
+                if hex.len() == 64 && hex.chars().all(|ch| ch.is_ascii_hexdigit()) =>
+            {
+                Some((u.clone(), salt.to_string(), hex.to_ascii_lowercase()))
+            }
+            _ => {
+                c.err(
+                    "$.status.password_sha256",
+                    "must be `salt$hex` as printed by `dyeing-gateway hash-password`",
+                );
+                None
+            }
+        },
+        (None, None) => None,
+        _ => {
+            c.err(
+                "$.status",
+                "give both `user` and `password_sha256`, or neither",
+            );
+            None
+        }
+    };
+    if !addr.ip().is_loopback() && auth.is_none() {
+        c.err(
+            "$.status.listen",
+            format!("{addr} is reachable from the network: set `user` and `password_sha256` (a technician's laptop must log in)"),
+        );
+    }
+    Some(StatusPage { listen: addr, auth })
 }
 
 fn validate_clock(c: &mut Check, r: &RawClock) -> ClockSettings {

@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub tls: RawTls,
     #[serde(default)]
+    pub status: RawStatus,
+    #[serde(default)]
     pub defaults: RawEndpointSettings,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
@@ -247,4 +249,14 @@ pub struct RawRs485 {
 pub struct RawTls {
     /// PEM bundle of the CAs trusted for https:// URLs (instead of Mozilla's roots).
     pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    /// `host:port` of the status page (default `127.0.0.1:9180`); `""` turns it off.
+    pub listen: Option<String>,
+    pub user: Option<String>,
+    /// `salt$hex(sha256(salt + password))`, made by `dyeing-gateway hash-password`.
+    pub password_sha256: Option<String>,
 }

@@ -95,7 +95,11 @@ impl Uploader {
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,
     ) -> Self {
-        lock(&status).sink = sink.describe();
+        {
+            let mut st = lock(&status);
+            st.sink = sink.describe();
+            st.clock_synced = true;
+        }
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
         let (outcome_tx, outcomes) = bounded::<Outcome>(1);
@@ -130,6 +134,7 @@ impl Uploader {
 
     /// Use `clock` to decide when held batches can be stamped (the default trusts the clock).
     pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
+        lock(&self.status).clock_synced = clock.is_synced();
         self.clock = clock;
         self
     }

@@ -1,0 +1,287 @@
+//! The operator view against a running gateway: `/status.json` and `/metrics` show what the
+//! (pymodbus) machine serves, metrics parse as Prometheus text, basic auth is enforced on a
+//! non-loopback address, the page renders in a real headless Chromium (DOM checked, screenshot
+//! kept in target/artifacts), SIGHUP reloads a valid config and refuses an invalid one.
+
+use crate::util::*;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+struct Setup {
+    dir: TempDir,
+    gw: Proc,
+    status_port: u16,
+    _peer: ModbusPeer,
+    _influx: FakeInflux2,
+    cfg: std::path::PathBuf,
+    cfg_json: Value,
+}
+
+fn setup(status: Value) -> Setup {
+    let dir = TempDir::new("status");
+    let regs = json!([
+        {"kind": "holding", "address": 0, "type": "int16", "value": 853},
+        {"kind": "holding", "address": 1, "type": "uint16", "value": 42},
+        {"kind": "holding", "address": 6, "type": "uint16", "value": 101},
+        {"kind": "holding", "address": 10, "type": "string", "length": 4, "value": "LOT-9"}
+    ]);
+    let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let status_port = free_ports(1)[0];
+    let mut status = status;
+    if status.get("listen").is_none() {
+        status["listen"] = json!(format!("127.0.0.1:{status_port}"));
+    }
+    let cfg_json = json!({
+        "state_dir": dir.path().join("state"),
+        "influxdb": {"url": influx.url(), "org": "o", "bucket": "b"},
+        "status": status,
+        "machines": [{"name": "JET <01>", "ip_address": "127.0.0.1", "port": peer.port, "poll_interval_s": 0.5,
+            "registers": [
+                {"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "scale": 0.1, "measurement": "high_frequency_data"},
+                {"name": "level", "kind": "holding", "address": 1, "type": "uint16", "measurement": "medium_frequency_data"},
+                {"name": "process", "kind": "holding", "address": 6, "type": "uint16", "measurement": "medium_frequency_data"},
+                {"name": "batch", "kind": "holding", "address": 10, "type": "string", "length": 4, "measurement": "cycle_context_data"}],
+            "finish": {"register": "process", "finish_code": 305, "batch_register": "batch"}}]
+    });
+    let cfg = dir.write("machines.json", &cfg_json.to_string());
+    let gw = Proc::spawn(
+        "gateway",
+        Command::new(bin()).args(["--config", cfg.to_str().unwrap_or_default(), "run"]),
+        dir.path(),
+    );
+    Setup {
+        dir,
+        gw,
+        status_port,
+        _peer: peer,
+        _influx: influx,
+        cfg,
+        cfg_json,
+    }
+}
+
+fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut req = agent.get(&format!("http://127.0.0.1:{port}{path}"));
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    match req.call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn status_json(s: &Setup) -> Value {
+    serde_json::from_str(&get(s.status_port, "/status.json", None).1).unwrap_or(Value::Null)
+}
+
+#[test]
+fn json_and_metrics_show_what_the_machine_serves() {
+    let mut s = setup(json!({}));
+    assert!(
+        wait_until(Duration::from_secs(15), || status_json(&s)["machines"][0]
+            ["values"]["batch"]
+            == "LOT-9"),
+        "{}",
+        s.gw.dump()
+    );
+    let st = status_json(&s);
+    let m = &st["machines"][0];
+    assert_eq!(m["online"], true);
+    assert_eq!(m["values"]["temperature"], 85.3);
+    assert_eq!(m["values"]["level"], 42);
+    assert_eq!(m["process_code"], 101);
+    assert_eq!(m["batch"], "LOT-9");
+    assert_eq!(st["uploader"]["clock_synced"], true);
+    let (code, text) = get(s.status_port, "/metrics", None);
+    assert_eq!(code, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && x.labels.get("machine") == Some("JET <01>"))
+            .map(|x| x.value.clone())
+    };
+    assert!(
+        matches!(value("dyeing_gateway_machine_online"), Some(prometheus_parse::Value::Gauge(v)) if v == 1.0),
+        "{text}"
+    );
+    assert!(
+        matches!(value("dyeing_gateway_polls_total"), Some(prometheus_parse::Value::Counter(v)) if v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|x| x.metric == "dyeing_gateway_poll_duration_seconds"),
+        "histogram missing:\n{text}"
+    );
+    // Read-only: nothing but GET.
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let r = agent
+        .post(&format!("http://127.0.0.1:{}/status.json", s.status_port))
+        .send("x");
+    assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 405);
+    s.gw.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn a_lan_address_needs_a_login() {
+    // The config is refused without one.
+    let dir = TempDir::new("lan");
+    let cfg = dir.write("m.json", &json!({"status": {"listen": "0.0.0.0:9999"},
+        "machines": [{"name": "M", "ip_address": "127.0.0.1", "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}]}]}).to_string());
+    let out = gateway(
+        &["--config", cfg.to_str().unwrap_or_default(), "check"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("$.status.listen"),
+        "{}",
+        text(&out.stderr)
+    );
+    // With one, requests without it are refused (401) and with it served.
+    let salt = "0011223344556677";
+    let hash = dyeing_gateway::status_http::hash_password(salt, "geheim");
+    let port = free_ports(1)[0];
+    let mut s = setup(
+        json!({"listen": format!("0.0.0.0:{port}"), "user": "tech", "password_sha256": format!("{salt}${hash}")}),
+    );
+    s.status_port = port;
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/", None).0 == 401),
+        "{}",
+        s.gw.dump()
+    );
+    // "tech:geheim" and "tech:wrong" in base64.
+    assert_eq!(
+        get(port, "/status.json", Some("Basic dGVjaDpnZWhlaW0=")).0,
+        200
+    );
+    assert_eq!(
+        get(port, "/status.json", Some("Basic dGVjaDp3cm9uZw==")).0,
+        401
+    );
+    s.gw.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn the_page_renders_in_a_headless_browser() {
+    let mut s = setup(json!({}));
+    assert!(wait_until(Duration::from_secs(15), || status_json(&s)
+        ["machines"][0]["online"]
+        == true));
+    // Let the sparklines collect a second sample.
+    std::thread::sleep(Duration::from_secs(11));
+    let profile = TempDir::new("chromium");
+    let url = format!("http://127.0.0.1:{}/", s.status_port);
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+    ];
+    let dom = Command::new("chromium")
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .expect("chromium (Debian package chromium)");
+    let html = text(&dom.stdout);
+    assert!(
+        html.contains("id=\"machine-JET &lt;01&gt;\"")
+            || html.contains("machine-JET <01>")
+            || html.contains("JET &lt;01&gt;"),
+        "machine row missing:\n{html}\n{}",
+        text(&dom.stderr)
+    );
+    assert!(html.contains("online") && html.contains("<svg"), "{html}");
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let shot = artifacts.join("status-page.png");
+    let out = Command::new("chromium")
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args([
+            "--window-size=1280,600",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ])
+        .output()
+        .expect("chromium");
+    assert!(shot.exists(), "no screenshot: {}", text(&out.stderr));
+    s.gw.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
+    let mut s = setup(json!({}));
+    assert!(
+        wait_until(Duration::from_secs(15), || status_json(&s)["machines"][0]
+            ["online"]
+            == true),
+        "{}",
+        s.gw.dump()
+    );
+    // Invalid: refused, the old config keeps running, the page says why.
+    std::fs::write(&s.cfg, r#"{"machines": [{"name": "X", "ip_address": "h", "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "flaot", "measurement": "high_frequency_data"}]}]}"#).expect("write");
+    s.gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || status_json(&s)["reload"]
+            ["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("registers[0].type"))),
+        "{}",
+        s.gw.dump()
+    );
+    assert_eq!(status_json(&s)["machines"][0]["name"], "JET <01>");
+    let polls = status_json(&s)["machines"][0]["polls"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(5), || status_json(&s)["machines"][0]
+            ["polls"]
+            .as_u64()
+            .unwrap_or(0)
+            > polls),
+        "still polling"
+    );
+    // Valid: a renamed machine appears.
+    let mut cfg = s.cfg_json.clone();
+    cfg["machines"][0]["name"] = json!("JET-01-NEW");
+    std::fs::write(&s.cfg, cfg.to_string()).expect("write");
+    s.gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || status_json(&s)["machines"][0]
+            ["name"]
+            == "JET-01-NEW"),
+        "{}",
+        s.gw.dump()
+    );
+    assert!(wait_until(Duration::from_secs(10), || status_json(&s)
+        ["machines"][0]["online"]
+        == true));
+    assert_eq!(status_json(&s)["reload"]["last_error"], Value::Null);
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
+    let _ = &s.dir;
+}
