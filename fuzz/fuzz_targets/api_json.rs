@@ -10,17 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let area = BatchWrite {
-        address: 100,
-        registers: 10,
-        string_order: StringOrder::HighFirst,
-        handshake_address: 120,
-        enabled: true,
-        handshake_fc16: false,
-        overwrite_unconsumed: false,
-        charset: None,
-        identity: None,
-    };
+    let area = BatchWrite::area(100, 10, 120);
     if let Ok((entries, _)) = fetch::parse(text, "machine", "batch", "id") {
         for e in entries {
             if fetch::check_name(&e.name, &area).is_ok() {

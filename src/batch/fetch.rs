@@ -303,20 +303,9 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StringOrder;
 
     fn area(registers: u16) -> BatchWrite {
-        BatchWrite {
-            address: 100,
-            registers,
-            string_order: StringOrder::HighFirst,
-            handshake_address: 120,
-            enabled: true,
-            handshake_fc16: false,
-            overwrite_unconsumed: false,
-            charset: None,
-            identity: None,
-        }
+        BatchWrite::area(100, registers, 120)
     }
 
     #[test]

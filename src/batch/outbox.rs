@@ -60,6 +60,20 @@ struct Entry {
     last_problem: Option<String>,
 }
 
+impl Entry {
+    /// A new item, due at once; retries back off from 1 s to 5 min.
+    fn new(payload: Payload, seq: u64, urls: Vec<String>) -> Entry {
+        Entry {
+            payload,
+            seq,
+            urls,
+            next_try: Instant::now(),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            last_problem: None,
+        }
+    }
+}
+
 pub struct Settings {
     pub dir: PathBuf,
     pub finish_urls: Vec<String>,
@@ -206,17 +220,7 @@ impl Outbox {
     fn apply(&mut self, rec: Record, seq: u64) {
         match rec {
             Record::New { id, payload, urls } => {
-                self.entries.insert(
-                    id,
-                    Entry {
-                        payload,
-                        seq,
-                        urls,
-                        next_try: Instant::now(),
-                        backoff: Self::backoff(),
-                        last_problem: None,
-                    },
-                );
+                self.entries.insert(id, Entry::new(payload, seq, urls));
             }
             Record::Sent { id, url } | Record::Failed { id, url, .. } => {
                 if let Some(e) = self.entries.get_mut(&id) {
@@ -234,10 +238,6 @@ impl Outbox {
             self.entries.remove(&id);
             self.remember_done(id);
         }
-    }
-
-    fn backoff() -> Backoff {
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(300))
     }
 
     fn remember_done(&mut self, id: String) {
@@ -352,17 +352,8 @@ impl Outbox {
             payload.describe(),
             urls.len()
         );
-        self.entries.insert(
-            id.clone(),
-            Entry {
-                payload,
-                seq,
-                urls,
-                next_try: Instant::now(),
-                backoff: Self::backoff(),
-                last_problem: None,
-            },
-        );
+        self.entries
+            .insert(id.clone(), Entry::new(payload, seq, urls));
         self.update_status();
         (seq != u64::MAX).then_some(id)
     }

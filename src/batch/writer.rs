@@ -445,7 +445,6 @@ impl BatchWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StringOrder;
 
     fn writer() -> BatchWriter {
         let dir = std::env::temp_dir().join(format!(
@@ -453,17 +452,7 @@ mod tests {
             std::process::id(),
             fastrand::u64(..)
         ));
-        let cfg = BatchWrite {
-            address: 100,
-            registers: 10,
-            string_order: StringOrder::HighFirst,
-            handshake_address: 120,
-            enabled: true,
-            handshake_fc16: false,
-            overwrite_unconsumed: false,
-            charset: None,
-            identity: None,
-        };
+        let cfg = BatchWrite::area(100, 10, 120);
         BatchWriter::load(
             cfg,
             "JET-01",

@@ -189,6 +189,25 @@ pub struct BatchWrite {
     pub identity: Option<(usize, i64)>,
 }
 
+impl BatchWrite {
+    /// An enabled area with every option at its default (high-byte-first string, handshake
+    /// set with function 6, no overwrite of an unconsumed batch, printable ASCII, no identity
+    /// check).
+    pub fn area(address: u16, registers: u16, handshake_address: u16) -> BatchWrite {
+        BatchWrite {
+            address,
+            registers,
+            string_order: StringOrder::HighFirst,
+            handshake_address,
+            enabled: true,
+            handshake_fc16: false,
+            overwrite_unconsumed: false,
+            charset: None,
+            identity: None,
+        }
+    }
+}
+
 /// A device's limits for coalescing reads into read blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceLimits {
