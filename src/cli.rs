@@ -390,6 +390,37 @@ pub fn summary(path: &Path, c: &Config) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "config {}: valid", path.display());
     let _ = writeln!(o, "state directory: {}", c.state_dir.display());
+    if c.shadow_mode {
+        let _ = writeln!(
+            o,
+            "SHADOW MODE: writes to machines and posts to the API are only logged and audited"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "clock: {}",
+        match &c.clock.check {
+            crate::clock::SyncCheck::Off => "trusted (no synchronization check)".to_string(),
+            crate::clock::SyncCheck::File(p) => format!("synchronized when {} exists", p.display()),
+        }
+    );
+    match &c.status {
+        Some(sp) => {
+            let _ = writeln!(
+                o,
+                "status page: http://{}/{}",
+                sp.listen,
+                if sp.auth.is_some() {
+                    " (login required)"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(o, "status page: off");
+        }
+    }
     match (&c.influx, &c.influx_problem) {
         (Some(i), _) => {
             let api = match &i.api {
@@ -418,7 +449,11 @@ pub fn summary(path: &Path, c: &Config) -> String {
     }
     let _ = writeln!(o, "values that the environment can set:");
     for p in &c.provenance {
-        let _ = writeln!(o, "  {:<28} {:<40} from {}", p.key, p.shown, p.source);
+        let from = match &p.source {
+            config::Source::Unset => "(not set)".to_string(),
+            other => format!("from {other}"),
+        };
+        let _ = writeln!(o, "  {:<28} {:<40} {from}", p.key, p.shown);
     }
     let _ = writeln!(o, "endpoints:");
     for e in &c.endpoints {
@@ -487,13 +522,17 @@ pub fn summary(path: &Path, c: &Config) -> String {
             any = true;
             let _ = writeln!(
                 o,
-                "  {:<12} holding {}..={} (batch name, {} chars), holding {} (batch handshake){}",
+                "  {:<12} holding {}..={} (batch name, {} chars), holding {} (batch handshake, function {}){}{}",
                 m.name,
                 b.address,
                 b.address + b.registers - 1,
                 b.registers * 2,
                 b.handshake_address,
-                if b.enabled { "" } else { "  [writes disabled]" }
+                if b.handshake_fc16 { 16 } else { 6 },
+                b.identity
+                    .map(|(r, v)| format!(", only while `{}` holds {v}", m.registers[r].name))
+                    .unwrap_or_default(),
+                if !b.enabled || c.shadow_mode { "  [writes disabled]" } else { "" }
             );
         }
     }

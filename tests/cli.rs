@@ -120,7 +120,11 @@ fn check_prints_the_write_map_of_the_shipped_example() {
     let o = text(&out.stdout);
     assert!(out.status.success(), "{o}{}", text(&out.stderr));
     assert!(o.contains("write map"), "{o}");
-    assert!(o.contains("(batch handshake)"), "{o}");
+    assert!(o.contains("(batch handshake, function 6)"), "{o}");
+    assert!(
+        o.contains("holding 100..=109 (batch name, 20 chars)"),
+        "{o}"
+    );
 }
 
 #[test]

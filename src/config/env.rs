@@ -25,7 +25,7 @@ impl fmt::Display for Source {
             Source::File(file) => write!(f, "config file {file}"),
             Source::DotEnv(p, var) => write!(f, "{var} in {}", p.display()),
             Source::Environment(var) => write!(f, "environment variable {var}"),
-            Source::Unset => f.write_str("nowhere (not set)"),
+            Source::Unset => f.write_str("not set"),
         }
     }
 }
