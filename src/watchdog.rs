@@ -32,12 +32,22 @@ pub fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> 
     }
 }
 
-/// The watchdog loop: every `interval / 2`, `ping()` if every thread is alive.
-pub fn run(liveness: Arc<Liveness>, interval: Duration, shutdown: Receiver<()>, ping: impl Fn()) {
+/// Threads wait at most about a second between loop turns; a thread is called stuck only
+/// after this long without one (or half the watchdog interval, if that is longer).
+pub const MIN_STUCK: Duration = Duration::from_secs(5);
+
+/// The watchdog loop: every `interval / 2`, `ping()` if no thread is older than `max_age`.
+pub fn run(
+    liveness: Arc<Liveness>,
+    interval: Duration,
+    max_age: Duration,
+    shutdown: Receiver<()>,
+    ping: impl Fn(),
+) {
     let half = interval / 2;
     let mut reported = false;
     loop {
-        match check(&liveness, half) {
+        match check(&liveness, max_age) {
             Ok(()) => {
                 ping();
                 reported = false;
@@ -45,7 +55,7 @@ pub fn run(liveness: Arc<Liveness>, interval: Duration, shutdown: Receiver<()>, 
             Err(stuck) => {
                 if !reported {
                     log::error!(
-                        "thread(s) {} have not turned their loop for {half:?}: no watchdog ping, systemd will restart the service",
+                        "thread(s) {} have not turned their loop for {max_age:?}: no watchdog ping, systemd will restart the service",
                         stuck.join(", ")
                     );
                     reported = true;
@@ -67,14 +77,15 @@ pub fn spawn(
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return Ok(None);
     };
+    let max_age = (interval / 2).max(MIN_STUCK);
     log::info!(
-        "systemd watchdog: {interval:?}; pinging every {:?} while every thread is alive",
+        "systemd watchdog: {interval:?}; pinging every {:?} while no thread has been stuck for {max_age:?}",
         interval / 2
     );
     std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || {
-            run(liveness, interval, shutdown, || {
+            run(liveness, interval, max_age, shutdown, || {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             })
         })
@@ -95,9 +106,15 @@ mod tests {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (l, p) = (live.clone(), pings.clone());
         let h = std::thread::spawn(move || {
-            run(l, Duration::from_millis(200), stop_rx, || {
-                p.fetch_add(1, Ordering::Relaxed);
-            })
+            run(
+                l,
+                Duration::from_millis(200),
+                Duration::from_millis(100),
+                stop_rx,
+                || {
+                    p.fetch_add(1, Ordering::Relaxed);
+                },
+            )
         });
         // Both check in: pings flow.
         for _ in 0..6 {
