@@ -581,51 +581,20 @@ fn sigkill_at_random_moments_never_doubles_a_finish_key_or_a_write() {
 )]
 fn over_rs485_a_finish_is_reported_and_a_new_batch_written_to_the_right_slave() {
     let dir = TempDir::new("batch-rtu");
-    let (a, b) = (dir.path().join("bus-a"), dir.path().join("bus-b"));
-    let socat = Proc::spawn(
-        "socat",
-        Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display())),
-        dir.path(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || a.exists() && b.exists()),
-        "{}",
-        socat.dump()
-    );
-    // Two package machines on one bus; the HMI of slave 2 is driven through the server spec.
+    let pair = crate::rtu::pty_pair(&dir, "bus");
+    // Two package machines on one bus: slave 1 sits at its finish code, slave 2 is running.
     let regs = |process: u16, batch: &str| {
         json!([
             {"kind": "holding", "address": PROCESS, "type": "uint16", "value": process},
             {"kind": "holding", "address": BATCH, "type": "string", "length": 8, "value": batch}
         ])
     };
-    let spec = dir.write(
-        "spec.json",
-        &json!({"slaves": {"1": regs(305, "PKG1-B"), "2": regs(101, "PKG2-B")}}).to_string(),
+    let server = crate::rtu::rtu_server(
+        &dir,
+        &json!({"slaves": {"1": regs(305, "PKG1-B"), "2": regs(101, "PKG2-B")}}),
+        &pair.a,
     );
-    let server = Proc::spawn(
-        "pymodbus-rtu",
-        Command::new(python())
-            .arg(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/peers/modbus_server.py"),
-            )
-            .args(["--mode", "rtu", "--spec"])
-            .arg(&spec)
-            .arg("--device")
-            .arg(&a),
-        dir.path(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(20), || server
-            .output()
-            .contains("ready")),
-        "{}",
-        server.dump()
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let b = pair.b.clone();
     let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
     let (api, confirmed) = strings_api(|_| {
         (

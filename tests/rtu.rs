@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A socat pty pair: two linked serial devices.
-struct PtyPair {
+pub(crate) struct PtyPair {
     _proc: Proc,
-    a: PathBuf,
-    b: PathBuf,
+    pub(crate) a: PathBuf,
+    pub(crate) b: PathBuf,
 }
 
-fn pty_pair(dir: &TempDir, name: &str) -> PtyPair {
+pub(crate) fn pty_pair(dir: &TempDir, name: &str) -> PtyPair {
     let (a, b) = (
         dir.path().join(format!("{name}-a")),
         dir.path().join(format!("{name}-b")),
@@ -43,7 +43,7 @@ fn pty_pair(dir: &TempDir, name: &str) -> PtyPair {
     PtyPair { _proc: proc, a, b }
 }
 
-fn rtu_server(dir: &TempDir, spec: &Value, device: &Path) -> Proc {
+pub(crate) fn rtu_server(dir: &TempDir, spec: &Value, device: &Path) -> Proc {
     let spec_path = dir.write(
         &format!("spec-{}.json", fastrand::u32(..)),
         &spec.to_string(),
