@@ -47,6 +47,11 @@ pub fn run(
     let half = interval / 2;
     let mut reported = false;
     loop {
+        // Wait first: the first ping follows READY=1, which is sent once every thread runs.
+        select! {
+            recv(shutdown) -> _ => return,
+            default(half) => {}
+        }
         match check(&liveness, max_age) {
             Ok(()) => {
                 ping();
@@ -61,10 +66,6 @@ pub fn run(
                     reported = true;
                 }
             }
-        }
-        select! {
-            recv(shutdown) -> _ => return,
-            default(half) => {}
         }
     }
 }
