@@ -651,7 +651,13 @@ impl Poller {
                     .latest(r)
                     .map(value_json)
                     .unwrap_or(serde_json::Value::Null);
-                st.values.insert(reg.name.clone(), v);
+                // Replace in place: no key allocation per register per poll.
+                match st.values.get_mut(&reg.name) {
+                    Some(slot) => *slot = v,
+                    None => {
+                        st.values.insert(reg.name.clone(), v);
+                    }
+                }
             }
         }
         if let Some(f) = &u.machine.finish {
