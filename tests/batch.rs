@@ -449,6 +449,17 @@ fn identity_mismatch_shadow_mode_and_an_unconsumed_batch_write_nothing() {
     gw.terminate(Duration::from_secs(10));
 }
 
+/// The idempotency keys of every POST to `path` about `batch`.
+fn keys_for(reqs: &[Received], path: &str, batch: &str) -> BTreeSet<String> {
+    reqs.iter()
+        .filter(|q| {
+            q.path == path
+                && serde_json::from_str::<Value>(&q.body).is_ok_and(|b| b["batch"] == batch)
+        })
+        .filter_map(|q| header(q, "idempotency-key"))
+        .collect()
+}
+
 #[test]
 fn sigkill_at_random_moments_never_doubles_a_finish_key_or_a_write() {
     let seed = std::env::var("DG_SEED")
@@ -534,28 +545,14 @@ fn sigkill_at_random_moments_never_doubles_a_finish_key_or_a_write() {
     let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap_or_default();
     for r in 0..rounds {
         let batch = format!("B-{r}");
-        let keys: BTreeSet<String> = reqs
-            .iter()
-            .filter(|q| {
-                q.path == "/batch/finish"
-                    && serde_json::from_str::<Value>(&q.body).is_ok_and(|b| b["batch"] == batch)
-            })
-            .filter_map(|q| header(q, "idempotency-key"))
-            .collect();
+        let keys = keys_for(&reqs, "/batch/finish", &batch);
         assert_eq!(
             keys.len(),
             1,
             "finish of {batch}: keys {keys:?} (seed {seed}, {kills} kills)"
         );
         let lot = format!("LOT-{r}");
-        let ckeys: BTreeSet<String> = reqs
-            .iter()
-            .filter(|q| {
-                q.path == "/strings/confirm"
-                    && serde_json::from_str::<Value>(&q.body).is_ok_and(|b| b["batch"] == lot)
-            })
-            .filter_map(|q| header(q, "idempotency-key"))
-            .collect();
+        let ckeys = keys_for(&reqs, "/strings/confirm", &lot);
         assert_eq!(
             ckeys.len(),
             1,
