@@ -195,7 +195,9 @@ impl Uploader {
         let due = if self.buffer.len() >= self.batch {
             Instant::now()
         } else {
-            self.oldest_since.unwrap_or_else(Instant::now) + self.settings.flush_interval
+            // Points of unknown age (recovered from the spool at start) are due at once.
+            self.oldest_since
+                .map_or_else(Instant::now, |t| t + self.settings.flush_interval)
         };
         Some(match self.retry_at {
             Some(r) => due.max(r),

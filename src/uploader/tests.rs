@@ -166,3 +166,48 @@ fn the_loop_delivers_everything_sent_before_the_channel_closes() {
         .collect();
     assert_eq!(all, lines(7));
 }
+
+#[test]
+fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
+    // After a restart the spool holds points from before it; fewer than a full write request,
+    // and no new point arrives (the machines are down): they must still go out.
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let status = Arc::new(Mutex::new(UploaderStatus::default()));
+    let mut recovered = MemoryBuffer::new(1000);
+    recovered.push(lines(5));
+    let u = Uploader::new(
+        Settings {
+            max_points_per_write: 100,
+            flush_interval: Duration::from_millis(10),
+            rejected_file: None,
+            shutdown_grace: Duration::from_secs(1),
+            hold_max_points: 1000,
+        },
+        Box::new(Scripted {
+            answer: Box::new(|_, _| Outcome::Accepted),
+            bodies: bodies.clone(),
+        }),
+        Box::new(recovered),
+        status.clone(),
+    );
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
+    let live = crate::status::Liveness::default();
+    let beat = live.register("uploader");
+    let h = std::thread::spawn(move || u.run(rx, beat));
+    // The channel stays open: the shutdown flush must not be what delivers them.
+    let end = Instant::now() + Duration::from_secs(20);
+    while lock(&status).points_written < 5 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let written = lock(&status).points_written;
+    drop(tx);
+    h.join().expect("join");
+    assert_eq!(
+        written, 5,
+        "recovered points were not sent while the gateway ran"
+    );
+    assert_eq!(
+        lock(&bodies).first().map(String::as_str),
+        Some(lines(5).join("\n").as_str())
+    );
+}
