@@ -4,7 +4,7 @@
 //! global timeout per request. Plain HTTP is used only where a URL says `http://`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
 
 /// Read a PEM bundle; every certificate in it becomes a trusted root.
@@ -37,4 +37,52 @@ pub fn agent(timeout: Duration, ca: Option<&[ureq::tls::Certificate<'static>]>) 
         .user_agent(concat!("dyeing-gateway/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()
+}
+
+/// The longest wait a `Retry-After` can ask for; a longer one is capped.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` header (RFC 9110 §10.2.3): delay-seconds, or an HTTP date (a date in the
+/// past means now). Capped at an hour; anything else is ignored.
+pub fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+    parse_retry_after(
+        headers.get("retry-after")?.to_str().ok()?,
+        SystemTime::now(),
+    )
+}
+
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date_and_caps_both() {
+        let now = httpdate::parse_http_date("Fri, 27 Nov 2026 14:00:00 GMT").expect("date");
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p("120"), Some(Duration::from_secs(120)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            p("Fri, 27 Nov 2026 14:00:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past: retry now.
+        assert_eq!(p("Fri, 27 Nov 2026 13:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(p("999999"), Some(RETRY_AFTER_MAX));
+        assert_eq!(p("Sat, 28 Nov 2026 14:00:00 GMT"), Some(RETRY_AFTER_MAX));
+        assert_eq!(p("-5"), None);
+        assert_eq!(p("soon"), None);
+        assert_eq!(p(""), None);
+    }
 }

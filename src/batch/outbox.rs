@@ -392,12 +392,7 @@ impl Outbox {
                 let (status, text, after) = match result {
                     Ok(mut r) => {
                         let status = r.status().as_u16();
-                        let after = r
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(|s| Duration::from_secs(s.min(3600)));
+                        let after = crate::http::retry_after(r.headers());
                         let mut t = r
                             .body_mut()
                             .with_config()

@@ -137,15 +137,6 @@ impl InfluxSink {
     }
 }
 
-/// `Retry-After` in seconds (the form InfluxDB sends); an HTTP date is not parsed.
-fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?;
-    v.trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s.min(3600)))
-}
-
 pub fn classify(status: u16, body: String, after: Option<Duration>) -> Outcome {
     match status {
         200..=299 => Outcome::Accepted,
@@ -171,7 +162,7 @@ impl Sink for InfluxSink {
         match req.send(body) {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let after = retry_after(&resp);
+                let after = crate::http::retry_after(resp.headers());
                 let mut text = resp
                     .body_mut()
                     .with_config()
