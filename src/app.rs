@@ -120,6 +120,8 @@ pub fn start(
                 ca: config.tls_ca.clone(),
                 shadow: config.shadow_mode,
                 audit: config.state_dir.join("audit.jsonl"),
+                clock: clock.clone(),
+                clock_wait: outbox::CLOCK_WAIT,
             },
             board.outbox.clone(),
         );

@@ -85,6 +85,15 @@ impl Clock {
         self.is_synced().then(wall_ms)
     }
 
+    /// The wall time in ms and whether it is *not* trusted: for events that cannot wait for
+    /// the clock (finish reports, confirmations), which carry the flag to the outbox.
+    pub fn stamp(&self) -> (i64, bool) {
+        match self.now_ms() {
+            Some(t) => (t, false),
+            None => (wall_ms(), true),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match &self.check {
             SyncCheck::Off => "trusted (no synchronization check)".into(),

@@ -280,7 +280,7 @@ impl Poller {
     /// After a successful poll: finish detection, pending outbox items, batch write-back.
     fn batch_work(&mut self, ui: usize, gi: usize) {
         let now = Instant::now();
-        let time_ms = self.clock.now_ms().unwrap_or_else(crate::clock::wall_ms);
+        let (time_ms, unsynced) = self.clock.stamp();
         let mut items = Vec::new();
         {
             let u = &mut self.units[ui];
@@ -298,7 +298,7 @@ impl Poller {
                     Some(Value::Str(s)) => Some(s.clone()),
                     _ => None,
                 });
-                if let Some(event) = f.observe(process, batch.as_deref(), time_ms) {
+                if let Some(event) = f.observe(process, batch.as_deref(), time_ms, unsynced) {
                     log::info!(
                         "machine {}: batch `{}` finished (process code {})",
                         u.machine.name,
@@ -364,6 +364,11 @@ impl Poller {
 
     /// Stamp polls with `clock` (the default trusts the system clock).
     pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
+        for u in &mut self.units {
+            if let Some(w) = u.writer.as_mut() {
+                w.set_clock(clock.clone());
+            }
+        }
         self.clock = clock;
         self
     }

@@ -4,6 +4,8 @@
 //! confirmed once; bad input never reaches the machine.
 
 use crate::util::*;
+use dyeing_gateway::batch::rfc3339;
+use dyeing_gateway::clock::wall_ms;
 use dyeing_gateway::config::RegisterKind;
 use dyeing_gateway::config::StringOrder;
 use dyeing_gateway::modbus::codec::Reply;
@@ -119,6 +121,20 @@ fn run(dir: &TempDir, cfg: &str) -> Proc {
     )
 }
 
+/// The HMI runs batch `name` (process 101), and the gateway has been watching it for 2 s.
+fn run_batch(dir: &TempDir, cfg: &str, port: u16, name: &str) -> (Client, Proc) {
+    let mut c = hmi(port);
+    set(
+        &mut c,
+        BATCH,
+        &registers::encode_string(name, 8, StringOrder::HighFirst),
+    );
+    set(&mut c, PROCESS, &[101]);
+    let gw = run(dir, cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    (c, gw)
+}
+
 #[test]
 fn a_finish_is_reported_once_per_key_to_both_urls_even_across_an_api_outage() {
     let dir = TempDir::new("finish");
@@ -137,15 +153,7 @@ fn a_finish_is_reported_once_per_key_to_both_urls_even_across_an_api_outage() {
         }
     });
     let cfg = config(&dir, peer.port, &api, &influx, json!({}));
-    let mut c = hmi(peer.port);
-    set(
-        &mut c,
-        BATCH,
-        &registers::encode_string("B-4711", 8, StringOrder::HighFirst),
-    );
-    set(&mut c, PROCESS, &[101]);
-    let mut gw = run(&dir, &cfg);
-    std::thread::sleep(Duration::from_secs(2));
+    let (mut c, mut gw) = run_batch(&dir, &cfg, peer.port, "B-4711");
     // The HMI shows the next batch at the moment it finishes; the finish is held, the HMI
     // reboots (finish -> 0 -> finish): one event.
     set(&mut c, PROCESS, &[305]);
@@ -206,6 +214,70 @@ fn a_finish_is_reported_once_per_key_to_both_urls_even_across_an_api_outage() {
         assert_eq!(body["machine"], "JET-01");
         assert_eq!(body["process_code"], 305);
     }
+}
+
+#[test]
+fn a_finish_before_the_clock_sync_is_reported_after_it_with_the_time_it_happened() {
+    let dir = TempDir::new("finish-unsynced");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let api = FakeInflux2::start(|r, _| {
+        if r.path.starts_with("/strings") {
+            (200, vec![], "[]".into())
+        } else {
+            (200, vec![], json!({"ok": true}).to_string())
+        }
+    });
+    let sync = dir.path().join("synchronized");
+    let cfg = config(
+        &dir,
+        peer.port,
+        &api,
+        &influx,
+        json!({"clock": {"sync_check": "file", "sync_file": sync}}),
+    );
+    let (mut c, mut gw) = run_batch(&dir, &cfg, peer.port, "B-9");
+    let finished = wall_ms();
+    set(&mut c, PROCESS, &[305]);
+    let finishes = || {
+        api.requests()
+            .iter()
+            .filter(|r| r.path == "/batch/finish")
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>()
+    };
+    // Detected, stored, but not posted while the clock is not synchronized.
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .output()
+            .contains("queued for 2 URL(s)")),
+        "{}",
+        gw.dump()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        finishes().is_empty(),
+        "posted before the clock sync: {:?}",
+        finishes()
+    );
+    std::fs::write(&sync, b"").expect("sync flag");
+    let synced = wall_ms();
+    assert!(
+        wait_until(Duration::from_secs(15), || !finishes().is_empty()),
+        "{}",
+        gw.dump()
+    );
+    gw.terminate(Duration::from_secs(10));
+    let body: Value = serde_json::from_str(&finishes()[0]).expect("JSON body");
+    let at = body["finished_at"].as_str().unwrap_or_default().to_string();
+    // When the finish was polled (within a poll interval), not when the clock was synced.
+    assert!(
+        at >= rfc3339(finished - 100) && at <= rfc3339(finished + 1000) && at < rfc3339(synced),
+        "finished_at {at}: finish at {}, clock synced at {}\n{}",
+        rfc3339(finished),
+        rfc3339(synced),
+        gw.dump()
+    );
 }
 
 /// An API that offers batches from `offers` (a closure over the request count) and records

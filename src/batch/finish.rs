@@ -10,6 +10,7 @@ use super::{new_id, state, FinishEvent};
 use crate::config::Finish;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FinishState {
@@ -74,6 +75,7 @@ impl FinishDetector {
         process: Option<i64>,
         batch: Option<&str>,
         time_ms: i64,
+        unsynced: bool,
     ) -> Option<FinishEvent> {
         let code = process?;
         let before = self.state.clone();
@@ -92,6 +94,8 @@ impl FinishDetector {
                 batch: self.state.batch.clone(),
                 code,
                 time_ms,
+                unsynced,
+                at: Some(Instant::now()),
             };
             self.state.armed = false;
             self.state.pending = Some(event.clone());
@@ -138,7 +142,7 @@ mod tests {
     fn run(d: &mut FinishDetector, codes: &[Option<i64>], batch: &str) -> usize {
         codes
             .iter()
-            .filter(|c| d.observe(**c, Some(batch), 1).is_some())
+            .filter(|c| d.observe(**c, Some(batch), 1, false).is_some())
             .count()
     }
 
@@ -185,10 +189,12 @@ mod tests {
     #[test]
     fn the_batch_is_the_last_one_seen_while_running() {
         let mut d = detector("batch");
-        d.observe(Some(101), Some("BATCH-7"), 1);
-        d.observe(Some(101), Some(""), 2);
+        d.observe(Some(101), Some("BATCH-7"), 1, false);
+        d.observe(Some(101), Some(""), 2, false);
         // At the finish the HMI already shows the next batch.
-        let e = d.observe(Some(305), Some("BATCH-8"), 3).expect("fires");
+        let e = d
+            .observe(Some(305), Some("BATCH-8"), 3, false)
+            .expect("fires");
         assert_eq!(e.batch, "BATCH-7");
         assert_eq!(e.machine, "JET-01");
         d.persisted(&e.id);

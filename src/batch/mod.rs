@@ -16,6 +16,7 @@ pub mod state;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// A finished batch, reported once under `id` (the `Idempotency-Key`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,13 @@ pub struct FinishEvent {
     pub batch: String,
     pub code: i64,
     pub time_ms: i64,
+    /// The clock was not synchronized at `time_ms`: the outbox restamps it (see `outbox`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unsynced: bool,
+    /// When it happened on this process's monotonic clock; not stored, so `None` after a
+    /// restart.
+    #[serde(skip)]
+    pub at: Option<Instant>,
 }
 
 /// A confirmation that a batch was written into a machine, posted once under `key`.
@@ -35,6 +43,15 @@ pub struct Confirmation {
     pub batch: String,
     pub entry_id: Option<String>,
     pub time_ms: i64,
+    /// As for `FinishEvent`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unsynced: bool,
+    #[serde(skip)]
+    pub at: Option<Instant>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What the outbox is asked to deliver; `machine` is the index in `Config::machines`, so the

@@ -7,12 +7,21 @@
 //! Retries: 408, 429 (honouring `Retry-After`), 5xx and network errors back off, capped; any
 //! other 4xx is set aside with the response body and never retried.
 //!
-//! Records in the log: `new` (the item and its URLs), `sent` (one URL done) and `failed` (one
-//! URL set aside). On start the log is replayed to rebuild what is still pending; the log is
-//! acknowledged up to the oldest unfinished item.
+//! Records in the log: `new` (the item and its URLs), `sent` (one URL done), `failed` (one
+//! URL set aside) and `restamp` (the item's time, settled before its first POST). On start the
+//! log is replayed to rebuild what is still pending; the log is acknowledged up to the oldest
+//! unfinished item.
+//!
+//! Time: an item that happened while the clock was not synchronized (`unsynced`) carries the
+//! system's time as it was, which after a power cut can be months off. Its first POST waits
+//! for the clock, at most `clock_wait`: once the clock is right the time becomes now minus the
+//! item's age on the monotonic clock; after `clock_wait`, or for an item recovered after a
+//! restart (its age is gone), it keeps the system's time and the log says so. The settled time
+//! is stored before the POST, so every retry sends the same body under the same key.
 
 use super::{rfc3339, Command, Confirmation, FinishEvent, OutboxItem};
 use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::durable::{Log, LogOptions};
 use crate::status::Beat;
 use crossbeam_channel::{select, Receiver, Sender};
@@ -48,6 +57,10 @@ enum Record {
         status: u16,
         body: String,
     },
+    Restamp {
+        id: String,
+        time_ms: i64,
+    },
 }
 
 struct Entry {
@@ -74,6 +87,9 @@ impl Entry {
     }
 }
 
+/// How long an item that happened while the clock was not synchronized waits for it.
+pub const CLOCK_WAIT: Duration = Duration::from_secs(120);
+
 pub struct Settings {
     pub dir: PathBuf,
     pub finish_urls: Vec<String>,
@@ -84,6 +100,8 @@ pub struct Settings {
     pub ca: Option<Vec<ureq::tls::Certificate<'static>>>,
     pub shadow: bool,
     pub audit: PathBuf,
+    pub clock: Arc<Clock>,
+    pub clock_wait: Duration,
 }
 
 /// What the status page shows of the outbox.
@@ -142,6 +160,13 @@ impl Payload {
         match self {
             Payload::Finish(e) => &e.machine,
             Payload::Confirm(c) => &c.machine,
+        }
+    }
+    /// The time, whether it is unsynchronized, and when it was on the monotonic clock.
+    fn time(&mut self) -> (&mut i64, &mut bool, Option<Instant>) {
+        match self {
+            Payload::Finish(e) => (&mut e.time_ms, &mut e.unsynced, e.at),
+            Payload::Confirm(c) => (&mut c.time_ms, &mut c.unsynced, c.at),
         }
     }
     fn describe(&self) -> String {
@@ -221,6 +246,12 @@ impl Outbox {
         match rec {
             Record::New { id, payload, urls } => {
                 self.entries.insert(id, Entry::new(payload, seq, urls));
+            }
+            Record::Restamp { id, time_ms } => {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    let (t, unsynced, _) = e.payload.time();
+                    (*t, *unsynced) = (time_ms, false);
+                }
             }
             Record::Sent { id, url } | Record::Failed { id, url, .. } => {
                 if let Some(e) = self.entries.get_mut(&id) {
@@ -366,6 +397,51 @@ impl Outbox {
             .min()
     }
 
+    /// Settle the time of an item that happened while the clock was not synchronized (see the
+    /// module comment). False: not yet, it waits for the clock.
+    fn settle_time(&mut self, id: &str) -> bool {
+        let synced = self.s.clock.is_synced();
+        let wait = self.s.clock_wait;
+        let Some(e) = self.entries.get_mut(id) else {
+            return false;
+        };
+        let what = e.payload.describe();
+        let (time_ms, unsynced, at) = e.payload.time();
+        if !*unsynced {
+            return true;
+        }
+        let settled = match at {
+            Some(at) if synced => {
+                let t = crate::clock::wall_ms() - at.elapsed().as_millis() as i64;
+                log::info!(
+                    "{what}: happened before the clock was synchronized; its time is now {}",
+                    rfc3339(t)
+                );
+                t
+            }
+            Some(at) if at.elapsed() < wait => {
+                // Look again in a second (the clock is checked every second), or when the
+                // wait is over.
+                e.next_try = Instant::now() + Duration::from_secs(1).min(wait - at.elapsed());
+                return false;
+            }
+            _ => {
+                log::warn!(
+                    "{what}: happened while the clock was not synchronized; reported with the system's time {}, which may be wrong",
+                    rfc3339(*time_ms)
+                );
+                *time_ms
+            }
+        };
+        let rec = Record::Restamp {
+            id: id.to_string(),
+            time_ms: settled,
+        };
+        self.store(&rec);
+        self.apply(rec, 0);
+        true
+    }
+
     /// POST what is due.
     pub fn deliver_due(&mut self) {
         let now = Instant::now();
@@ -376,6 +452,9 @@ impl Outbox {
             .map(|(k, _)| k.clone())
             .collect();
         for id in due {
+            if !self.settle_time(&id) {
+                continue;
+            }
             let Some(entry) = self.entries.get(&id) else {
                 continue;
             };
@@ -503,7 +582,182 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::new_id;
+    use crate::clock::SyncCheck;
     use serde_json::json;
+    use std::path::Path;
+
+    /// A plant API on loopback that answers 200 and keeps every body it was sent.
+    fn api() -> (String, Arc<Mutex<Vec<Value>>>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/finish", server.server_addr());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for mut req in server.incoming_requests() {
+                let mut text = String::new();
+                let _ = req.as_reader().read_to_string(&mut text);
+                if let (Ok(v), Ok(mut b)) = (serde_json::from_str(&text), kept.lock()) {
+                    b.push(v);
+                }
+                let _ = req.respond(tiny_http::Response::from_string("{}"));
+            }
+        });
+        (url, bodies)
+    }
+
+    /// The clock as the gateway sees it: synchronized once the flag file exists.
+    fn flag_clock(dir: &Path) -> (Arc<Clock>, PathBuf) {
+        let flag = dir.join("synchronized");
+        (Arc::new(Clock::new(SyncCheck::File(flag.clone()))), flag)
+    }
+
+    fn outbox(dir: &Path, url: &str, clock: Arc<Clock>, wait: Duration) -> Outbox {
+        Outbox::open(
+            Settings {
+                dir: dir.join("outbox"),
+                finish_urls: vec![url.to_string()],
+                confirm_url: None,
+                finish_body: json!({"time": "{time}", "batch": "{batch}"}),
+                confirm_body: json!({}),
+                timeout: Duration::from_secs(5),
+                ca: None,
+                shadow: false,
+                audit: dir.join("audit.jsonl"),
+                clock,
+                clock_wait: wait,
+            },
+            Arc::new(Mutex::new(OutboxStatus::default())),
+        )
+    }
+
+    /// 2026-04-27: where systemd puts the clock of a Pi that lost its time.
+    const WRONG_MS: i64 = 1_777_300_000_000;
+
+    fn unsynced_finish(at: Option<Instant>) -> Payload {
+        Payload::Finish(FinishEvent {
+            id: new_id(),
+            machine: "JET-01".into(),
+            batch: "B-1".into(),
+            code: 305,
+            time_ms: WRONG_MS,
+            unsynced: true,
+            at,
+        })
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("dg-outbox-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    fn posted(bodies: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
+        let end = Instant::now() + Duration::from_secs(10);
+        while lock_len(bodies) < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bodies.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    fn lock_len(bodies: &Arc<Mutex<Vec<Value>>>) -> usize {
+        bodies.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_finish_from_before_the_clock_sync_waits_for_it_and_gets_its_real_time() {
+        let dir = tmp("restamp");
+        let (url, bodies) = api();
+        let (clock, flag) = flag_clock(&dir);
+        let mut o = outbox(&dir, &url, clock.clone(), Duration::from_secs(600));
+        let happened = crate::clock::wall_ms();
+        assert!(o.add(unsynced_finish(Some(Instant::now()))).is_some());
+        std::thread::sleep(Duration::from_millis(300));
+        o.deliver_due();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            lock_len(&bodies),
+            0,
+            "posted before the clock was synchronized"
+        );
+        std::fs::write(&flag, b"").expect("flag");
+        assert!(clock.refresh());
+        // It looks at the clock again a second after it last did.
+        std::thread::sleep(Duration::from_millis(1100));
+        o.deliver_due();
+        let sent = posted(&bodies, 1);
+        assert_eq!(sent.len(), 1);
+        // Now minus its age: when it happened, not when the clock was set, nor April.
+        let time = sent[0]["time"].as_str().unwrap_or_default().to_string();
+        assert!(
+            time >= rfc3339(happened - 50) && time <= rfc3339(happened + 250),
+            "{time} is not about {}",
+            rfc3339(happened)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_finish_waits_for_the_clock_only_so_long_then_goes_with_the_system_time() {
+        let dir = tmp("give-up");
+        let (url, bodies) = api();
+        let (clock, _flag) = flag_clock(&dir);
+        let mut o = outbox(&dir, &url, clock, Duration::from_millis(200));
+        assert!(o.add(unsynced_finish(Some(Instant::now()))).is_some());
+        o.deliver_due();
+        std::thread::sleep(Duration::from_millis(300));
+        o.deliver_due();
+        let sent = posted(&bodies, 1);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["time"], json!(rfc3339(WRONG_MS)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn after_a_restart_an_unsynced_finish_goes_at_once_and_a_settled_time_is_kept() {
+        let dir = tmp("restart");
+        let (url, bodies) = api();
+        // Refused (nothing listens): the item is stored, its time settled, the POST fails.
+        let dead = "http://127.0.0.1:9/finish";
+        let (clock, flag) = flag_clock(&dir);
+        let mut o = outbox(&dir, dead, clock.clone(), Duration::from_secs(600));
+        let happened = crate::clock::wall_ms();
+        assert!(o.add(unsynced_finish(Some(Instant::now()))).is_some());
+        std::fs::write(&flag, b"").expect("flag");
+        assert!(clock.refresh());
+        o.deliver_due();
+        assert_eq!(o.entries.len(), 1);
+        drop(o);
+        // Restart: the settled time is in the log, and that is what is posted.
+        let mut o = outbox(&dir, dead, clock, Duration::from_secs(600));
+        o.s.finish_urls = vec![url.clone()];
+        for e in o.entries.values_mut() {
+            e.urls = vec![url.clone()];
+        }
+        o.deliver_due();
+        let sent = posted(&bodies, 1);
+        let time = sent[0]["time"].as_str().unwrap_or_default().to_string();
+        assert!(
+            time >= rfc3339(happened - 50) && time <= rfc3339(happened + 1000),
+            "{time}"
+        );
+
+        // An item recovered from the log before its time was settled has no age left: it is
+        // posted at once with the system's time, although the clock is still not synchronized.
+        let dir2 = tmp("restart-unsettled");
+        let (clock2, _) = flag_clock(&dir2);
+        let mut o = outbox(&dir2, &url, clock2.clone(), Duration::from_secs(600));
+        assert!(o.add(unsynced_finish(Some(Instant::now()))).is_some());
+        drop(o);
+        let mut o = outbox(&dir2, &url, clock2, Duration::from_secs(600));
+        o.deliver_due();
+        let sent = posted(&bodies, 2);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1]["time"], json!(rfc3339(WRONG_MS)));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir2);
+    }
 
     #[test]
     fn templates_keep_types_for_whole_placeholders_and_substitute_inside_strings() {

@@ -12,6 +12,7 @@
 //! write, refused write and would-be write (shadow mode) goes to the audit log.
 
 use super::{audit, fetch::check_name, new_id, rfc3339, state, BatchOrder, Confirmation};
+use crate::clock::Clock;
 use crate::config::{BatchWrite, Register};
 use crate::modbus::codec::Reply;
 use crate::modbus::{Client, ModbusError};
@@ -19,6 +20,8 @@ use crate::registers::{self, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// How many times a write that does not read back is tried before giving up.
 const MAX_ATTEMPTS: u32 = 3;
@@ -41,6 +44,12 @@ pub struct Written {
     /// Idempotency key of the confirmation.
     pub key: String,
     pub time_ms: i64,
+    /// The clock was not synchronized at `time_ms`.
+    #[serde(default)]
+    pub unsynced: bool,
+    /// `time_ms` on this process's monotonic clock; `None` after a restart.
+    #[serde(skip)]
+    pub at: Option<Instant>,
     #[serde(default)]
     pub attempts: u32,
 }
@@ -65,6 +74,7 @@ pub struct BatchWriter {
     /// listed again is a new batch (a re-dye), not the old one still waiting to be removed.
     unlisted_since_confirm: bool,
     waiting_logged: bool,
+    clock: Arc<Clock>,
 }
 
 #[derive(Debug)]
@@ -105,7 +115,13 @@ impl BatchWriter {
             pending: None,
             unlisted_since_confirm: false,
             waiting_logged: false,
+            clock: Arc::new(Clock::trusted()),
         }
+    }
+
+    /// Stamp writes with `clock` (the default trusts the system clock).
+    pub fn set_clock(&mut self, clock: Arc<Clock>) {
+        self.clock = clock;
     }
 
     pub fn state(&self) -> &WriterState {
@@ -204,6 +220,8 @@ impl BatchWriter {
             batch: l.name.clone(),
             entry_id: l.entry_id.clone(),
             time_ms: l.time_ms,
+            unsynced: l.unsynced,
+            at: l.at,
         })
     }
 
@@ -346,12 +364,15 @@ impl BatchWriter {
                 json!({"shadow": true, "batch": order.name, "entry_id": order.entry_id,
                 "addresses": addresses, "values": words, "reason": "new batch from the API"}),
             );
+            let (time_ms, unsynced) = self.clock.stamp();
             self.state.last = Some(Written {
                 name: order.name,
                 entry_id: order.entry_id,
                 phase: Phase::Shadow,
                 key: new_id(),
-                time_ms: crate::clock::wall_ms(),
+                time_ms,
+                unsynced,
+                at: Some(Instant::now()),
                 attempts: 0,
             });
             self.save();
@@ -384,12 +405,15 @@ impl BatchWriter {
             .map_or(0, |l| l.attempts)
             + 1;
         let key = new_id();
+        let (time_ms, unsynced) = self.clock.stamp();
         self.state.last = Some(Written {
             name: order.name.clone(),
             entry_id: order.entry_id.clone(),
             phase: Phase::Writing,
             key,
-            time_ms: crate::clock::wall_ms(),
+            time_ms,
+            unsynced,
+            at: Some(Instant::now()),
             attempts,
         });
         self.save();
@@ -432,7 +456,8 @@ impl BatchWriter {
         if let Some(l) = self.state.last.as_mut() {
             l.phase = phase;
             if phase == Phase::Written {
-                l.time_ms = crate::clock::wall_ms();
+                (l.time_ms, l.unsynced) = self.clock.stamp();
+                l.at = Some(Instant::now());
             }
         }
         if phase != Phase::Writing {
@@ -482,6 +507,8 @@ mod tests {
             phase: Phase::Written,
             key: "k".into(),
             time_ms: 0,
+            unsynced: false,
+            at: None,
             attempts: 1,
         });
         w.offer(order("LOT1", None));
@@ -513,6 +540,8 @@ mod tests {
             phase: Phase::Confirmed,
             key: "k".into(),
             time_ms: 0,
+            unsynced: false,
+            at: None,
             attempts: 1,
         });
         w.offer(order("LOT1", Some("7")));
