@@ -405,32 +405,35 @@ impl Outbox {
         let Some(e) = self.entries.get_mut(id) else {
             return false;
         };
-        let what = e.payload.describe();
         let (time_ms, unsynced, at) = e.payload.time();
         if !*unsynced {
             return true;
         }
-        let settled = match at {
-            Some(at) if synced => {
-                let t = crate::clock::wall_ms() - at.elapsed().as_millis() as i64;
+        let recorded = *time_ms;
+        let age = at.map(|at| at.elapsed());
+        let settled = match age {
+            Some(age) if synced => {
+                let t = crate::clock::wall_ms() - age.as_millis() as i64;
                 log::info!(
-                    "{what}: happened before the clock was synchronized; its time is now {}",
+                    "{}: happened before the clock was synchronized; its time is now {}",
+                    e.payload.describe(),
                     rfc3339(t)
                 );
                 t
             }
-            Some(at) if at.elapsed() < wait => {
+            Some(age) if age < wait => {
                 // Look again in a second (the clock is checked every second), or when the
                 // wait is over.
-                e.next_try = Instant::now() + Duration::from_secs(1).min(wait - at.elapsed());
+                e.next_try = Instant::now() + Duration::from_secs(1).min(wait - age);
                 return false;
             }
             _ => {
                 log::warn!(
-                    "{what}: happened while the clock was not synchronized; reported with the system's time {}, which may be wrong",
-                    rfc3339(*time_ms)
+                    "{}: happened while the clock was not synchronized; reported with the system's time {}, which may be wrong",
+                    e.payload.describe(),
+                    rfc3339(recorded)
                 );
-                *time_ms
+                recorded
             }
         };
         let rec = Record::Restamp {
