@@ -39,6 +39,35 @@ pub fn agent(timeout: Duration, ca: Option<&[ureq::tls::Certificate<'static>]>) 
         .new_agent()
 }
 
+/// An answer's status, the start of its body (read up to 64 KiB, kept up to `keep` bytes, cut
+/// on a character boundary) and its `Retry-After`: what the API threads log and act on.
+pub fn read_answer(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    keep: usize,
+) -> (u16, String, Option<Duration>) {
+    let status = resp.status().as_u16();
+    let after = retry_after(resp.headers());
+    let mut text = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    cut(&mut text, keep);
+    (status, text, after)
+}
+
+/// Keep at most `keep` bytes of `text`, cut on a character boundary.
+fn cut(text: &mut String, keep: usize) {
+    if keep < text.len() {
+        let at = (0..=keep)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(at);
+    }
+}
+
 /// The longest wait a `Retry-After` can ask for; a longer one is capped.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
@@ -66,6 +95,18 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_body_is_cut_on_a_character_boundary() {
+        let cut_at = |keep| {
+            let mut s = String::from("ab\u{e9}cd"); // é is 2 bytes, at 2..4
+            cut(&mut s, keep);
+            s
+        };
+        assert_eq!(cut_at(3), "ab");
+        assert_eq!(cut_at(4), "ab\u{e9}");
+        assert_eq!(cut_at(100), "ab\u{e9}cd");
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_an_http_date_and_caps_both() {

@@ -473,15 +473,7 @@ impl Outbox {
                     .send(body.as_str());
                 let (status, text, after) = match result {
                     Ok(mut r) => {
-                        let status = r.status().as_u16();
-                        let after = crate::http::retry_after(r.headers());
-                        let mut t = r
-                            .body_mut()
-                            .with_config()
-                            .limit(64 * 1024)
-                            .read_to_string()
-                            .unwrap_or_default();
-                        t.truncate(1000);
+                        let (status, t, after) = crate::http::read_answer(&mut r, 1000);
                         (Some(status), t, after)
                     }
                     Err(e) => (None, e.to_string(), None),

@@ -161,15 +161,7 @@ impl Sink for InfluxSink {
         }
         match req.send(body) {
             Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let after = crate::http::retry_after(resp.headers());
-                let mut text = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 * 1024)
-                    .read_to_string()
-                    .unwrap_or_default();
-                text.truncate(500);
+                let (status, text, after) = crate::http::read_answer(&mut resp, 500);
                 classify(status, text.trim().to_string(), after)
             }
             Err(e) => Outcome::Retry {
