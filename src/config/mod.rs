@@ -578,6 +578,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
     let mut machines: Vec<Machine> = Vec::new();
+    // The index in `$.machines` of each validated machine, for messages.
+    let mut raw_index: Vec<usize> = Vec::new();
     for (i, m) in raw.machines.iter().enumerate() {
         let path = format!("$.machines[{i}]");
         if let Some(machine) =
@@ -601,7 +603,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                     ),
                 );
             }
+            shared_state_file(&mut c, &path, &machine, &machines, &raw_index);
             machines.push(machine);
+            raw_index.push(i);
         }
     }
     if raw.machines.is_empty() {
@@ -651,6 +655,43 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         machines,
         provenance: Vec::new(),
     })
+}
+
+/// State files are named after the machine with every other character mapped to `_`
+/// (`batch::state::file_name`), so two names can meet in one file (`JET 1`, `JET_1`): one
+/// machine's half-written batch would then be confirmed on the other. Refused here.
+fn shared_state_file(
+    c: &mut Check,
+    path: &str,
+    machine: &Machine,
+    before: &[Machine],
+    raw_index: &[usize],
+) {
+    let file = crate::batch::state::file_name(&machine.name);
+    let kinds = |m: &Machine| {
+        [
+            ("finish", m.finish.is_some()),
+            ("batch", m.batch_write.is_some()),
+        ]
+    };
+    for (o, i) in before.iter().zip(raw_index) {
+        if o.name == machine.name || crate::batch::state::file_name(&o.name) != file {
+            continue;
+        }
+        let shared = kinds(machine)
+            .into_iter()
+            .zip(kinds(o))
+            .find(|((_, a), (_, b))| *a && *b);
+        if let Some(((dir, _), _)) = shared {
+            c.err(
+                format!("{path}.name"),
+                format!(
+                    "machine `{}` would share the state file {dir}/{file}.json with `{}` ($.machines[{i}]); rename one of them",
+                    machine.name, o.name
+                ),
+            );
+        }
+    }
 }
 
 fn validate_url(c: &mut Check, path: &str, url: &str) {

@@ -405,6 +405,47 @@ fn duplicate_machine_name() {
 }
 
 #[test]
+fn machine_names_that_share_a_state_file_are_refused() {
+    // `JET 1` and `JET_1` both map to `JET_1.json`: one machine's half-written batch would be
+    // confirmed on the other.
+    let mut j = base();
+    j["machines"][0]["name"] = json!("JET 1");
+    j["machines"][0]["batch_write"] =
+        json!({ "address": 100, "registers": 10, "handshake_address": 120 });
+    let mut second = j["machines"][0].clone();
+    second["name"] = json!("JET_1");
+    second["slave_id"] = json!(2);
+    j["machines"].as_array_mut().unwrap().push(second);
+    let e = errors(&j);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "$.machines[1].name");
+    for needed in ["`JET 1`", "`JET_1`", "$.machines[0]", "batch/JET_1.json"] {
+        assert!(e[0].message.contains(needed), "{needed}: {}", e[0].message);
+    }
+
+    // Finish detectors have state files too.
+    j["machines"][1]["batch_write"] = Json::Null;
+    j["machines"][0]["batch_write"] = Json::Null;
+    for m in 0..2 {
+        j["machines"][m]["finish"] = json!({ "register": "status", "finish_code": 305 });
+    }
+    let e = errors(&j);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].message.contains("finish/JET_1.json"),
+        "{}",
+        e[0].message
+    );
+
+    // Without state files, or with names that stay apart, there is nothing to share.
+    j["machines"][0]["finish"] = Json::Null;
+    valid(&j);
+    j["machines"][0]["finish"] = json!({ "register": "status", "finish_code": 305 });
+    j["machines"][0]["name"] = json!("JET-1");
+    valid(&j);
+}
+
+#[test]
 fn unknown_fields_name_their_path() {
     // A typo such as `slave-id` is an error, not a silently ignored field.
     let e = parse_errors(
