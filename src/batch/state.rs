@@ -40,6 +40,7 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Option<T> {
 }
 
 /// A file name for a machine name (anything but letters, digits, `-`, `_` becomes `_`).
+/// Two names can map to one file; config validation refuses such pairs of machines.
 pub fn file_name(machine: &str) -> String {
     machine
         .chars()

@@ -515,8 +515,23 @@ impl Check {
         }
     }
 
+    /// A name written into line protocol (machine, register, tag key or value): a trailing
+    /// `\` would escape the separator after it and break every point of the machine.
+    fn line_protocol_name(&mut self, path: &str, name: &str) {
+        if name.ends_with('\\') {
+            self.err(
+                path,
+                format!(
+                    "`{name}` ends in a backslash, which would escape the separator after it in InfluxDB line protocol"
+                ),
+            );
+        }
+    }
+
     fn tags(&mut self, path: &str, tags: &BTreeMap<String, String>) -> Vec<(String, String)> {
         for (k, v) in tags {
+            self.line_protocol_name(&format!("{path}.{k}"), k);
+            self.line_protocol_name(&format!("{path}.{k}"), v);
             if k.is_empty() || v.is_empty() {
                 self.err(
                     format!("{path}.{k}"),
@@ -1084,6 +1099,7 @@ fn validate_machine(
     if m.name.is_empty() {
         c.err(format!("{path}.name"), "must not be empty");
     }
+    c.line_protocol_name(&format!("{path}.name"), &m.name);
     let empty = RawProfile::default();
     let profile = match &m.profile {
         Some(p) => match raw.profiles.get(p) {
@@ -1512,6 +1528,7 @@ fn validate_register(c: &mut Check, p: &str, r: &RawRegister) -> Option<Register
     if r.name.is_empty() {
         c.err(format!("{p}.name"), "must not be empty");
     }
+    c.line_protocol_name(&format!("{p}.name"), &r.name);
     let (kind, address) = match (&r.kind, r.address, r.modicon_address) {
         (None, None, Some(m)) => match m {
             1..=9999 => (RegisterKind::Coil, (m - 1) as u16),

@@ -446,6 +446,34 @@ fn machine_names_that_share_a_state_file_are_refused() {
 }
 
 #[test]
+fn names_ending_in_a_backslash_are_refused() {
+    // A trailing `\` escapes the separator after it in line protocol and breaks every point.
+    let mut j = base();
+    j["machines"][0]["name"] = json!("JET-01\\");
+    assert_eq!(paths(&j), vec!["$.machines[0].name"]);
+
+    let mut j = base();
+    j["machines"][0]["registers"][0]["name"] = json!("temperature\\");
+    assert_eq!(paths(&j), vec!["$.machines[0].registers[0].name"]);
+
+    let mut j = base();
+    j["tags"] = json!({ "site\\": "north", "hall": "B\\" });
+    j["machines"][0]["tags"] = json!({ "line": "3\\" });
+    let e = errors(&j);
+    assert_eq!(
+        e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        vec!["$.tags.hall", "$.tags.site\\", "$.machines[0].tags.line"],
+        "{e:?}"
+    );
+    assert!(e[0].message.contains("backslash"), "{}", e[0].message);
+
+    // A backslash inside a name is kept as it is.
+    let mut j = base();
+    j["machines"][0]["name"] = json!("JET\\01");
+    valid(&j);
+}
+
+#[test]
 fn unknown_fields_name_their_path() {
     // A typo such as `slave-id` is an error, not a silently ignored field.
     let e = parse_errors(
