@@ -44,7 +44,7 @@ enum Command {
     /// Run the gateway (the daemon; stops on SIGTERM or SIGINT).
     Run {
         /// Stop after this many seconds (for tests and benchmarks).
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         duration: Option<f64>,
     },
     /// Validate the config and environment and print a summary, the write map and where each
@@ -58,10 +58,10 @@ enum Command {
         #[arg(long)]
         bind_host: Option<String>,
         /// Seconds per step of the simulated process.
-        #[arg(long, default_value_t = 20.0)]
+        #[arg(long, default_value_t = 20.0, value_parser = positive_seconds)]
         step: f64,
         /// Stop after this many seconds.
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         duration: Option<f64>,
     },
     /// Read a password on standard input and print the `password_sha256` value for the
@@ -70,9 +70,34 @@ enum Command {
     /// Run the gateway against its own simulated machines, printing each write request.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
-        #[arg(long)]
+        #[arg(long, value_parser = seconds)]
         duration: Option<f64>,
     },
+}
+
+/// The longest time a seconds option takes (about 31 years): any `Duration` arithmetic with
+/// it stays far from overflowing.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A seconds option: a finite number from 0 to `MAX_SECONDS` (a bad value is a command-line
+/// error, exit code 2, before anything starts).
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=MAX_SECONDS).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "expected a number of seconds from 0 to {MAX_SECONDS:e}"
+        )),
+    }
+}
+
+/// A seconds option that must be more than 0.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match seconds(text) {
+        Ok(s) if s > 0.0 => Ok(s),
+        _ => Err(format!(
+            "expected a number of seconds above 0, at most {MAX_SECONDS:e}"
+        )),
+    }
 }
 
 /// SIGTERM, SIGINT (and later SIGHUP) arrive on this channel.

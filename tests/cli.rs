@@ -3,6 +3,8 @@
 //! secrets never appear in the output.
 
 use crate::util::*;
+use std::process::Command;
+use std::time::Duration;
 
 fn machine_json(extra: &str) -> String {
     format!(
@@ -140,4 +142,60 @@ fn demo_prints_write_requests_from_its_simulated_machines() {
     ] {
         assert!(o.contains(m), "{m} missing:\n{o}");
     }
+}
+
+#[test]
+fn seconds_options_out_of_range_are_refused_with_exit_2() {
+    // `run --duration 1e300` used to start and then abort (a Duration overflow); `inf` or a
+    // negative number ran forever. Each is a command-line error now, before anything starts.
+    let dir = TempDir::new("seconds");
+    let fake = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let cfg = dir.write(
+        "m.json",
+        &machine_json(&format!(
+            r#""state_dir": {:?}, "status": {{"listen": ""}}, "influxdb": {{"url": "{}", "org": "o", "bucket": "b"}},"#,
+            dir.path().join("state"),
+            fake.url()
+        )),
+    );
+    let cfg = cfg.to_str().unwrap_or_default();
+    let cases: [&[&str]; 8] = [
+        &["run", "--duration", "1e300"],
+        &["run", "--duration", "inf"],
+        &["run", "--duration", "NaN"],
+        &["run", "--duration=-1"],
+        &["run", "--duration", "ten"],
+        &["demo", "--duration", "1e300"],
+        &["simulate", "--duration", "1e300"],
+        &["simulate", "--step", "0"],
+    ];
+    for args in cases {
+        let mut gw = Proc::spawn(
+            "gateway",
+            Command::new(bin())
+                .args(["--config", cfg])
+                .args(args)
+                .env_remove("RUST_LOG"),
+            dir.path(),
+        );
+        let mut code = None;
+        wait_until(Duration::from_secs(10), || {
+            code = gw.child.try_wait().ok().flatten().map(|s| s.code());
+            code.is_some()
+        });
+        let out = gw.output();
+        assert_eq!(
+            code,
+            Some(Some(2)),
+            "{args:?}: still running or wrong code\n{out}"
+        );
+        let option = args[1].split('=').next().unwrap_or_default();
+        assert!(
+            out.contains(option) && out.contains("seconds"),
+            "{args:?}: the message names the option\n{out}"
+        );
+    }
+    // A sensible value still works.
+    let out = gateway(&["--config", cfg, "run", "--duration", "0.5"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
