@@ -1,6 +1,6 @@
 //! The command line: `run`, `check`, `once`, `simulate`, `demo`. Exit codes: 0 success,
 //! 1 a runtime failure (a machine did not answer in `once`, a port could not be opened),
-//! 2 an invalid configuration or command line. Logs go to stderr (env_logger, `RUST_LOG`);
+//! 2 an invalid configuration or command line. Logs go to stderr (`logging`, `RUST_LOG`);
 //! line protocol and summaries go to stdout.
 
 use crate::app;
@@ -157,9 +157,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    crate::logging::init();
     let result = match &cli.command {
         Command::Run { duration } => run(&cli, *duration),
         Command::Check => check(&cli),

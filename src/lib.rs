@@ -12,6 +12,7 @@ pub mod config;
 pub mod durable;
 pub mod http;
 pub mod lineproto;
+pub mod logging;
 pub mod modbus;
 pub mod plant_api;
 pub mod poller;

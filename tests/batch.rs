@@ -434,6 +434,45 @@ fn bad_input_never_reaches_the_machine_and_the_next_good_batch_goes_through() {
 }
 
 #[test]
+fn control_characters_from_the_api_cannot_forge_log_lines() {
+    let dir = TempDir::new("forge");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let forged = "[2020-01-01T00:00:00Z ERROR dyeing_gateway::poller] FORGED";
+    let (api, _) = strings_api(move |_| {
+        (
+            200,
+            json!([{"machine": format!("JET-77\n{forged}\r\u{1b}[2J"), "batch": "B1"}]).to_string(),
+        )
+    });
+    let cfg = config(&dir, peer.port, &api, &influx, json!({}));
+    let mut gw = run(&dir, &cfg);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .output()
+            .contains("unknown machine")),
+        "{}",
+        gw.dump()
+    );
+    gw.terminate(Duration::from_secs(10));
+    let out = gw.output();
+    // The whole API value stays on the line that says what is wrong with it.
+    let forged_lines = out
+        .lines()
+        .filter(|l| l.contains("FORGED") && !l.contains("unknown machine"))
+        .count();
+    assert_eq!(forged_lines, 0, "a forged line:\n{out}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\r'),
+        "a raw control character:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("JET-77\\n{forged}\\r\\u{{1b}}[2J")),
+        "shown escaped on one line:\n{out}"
+    );
+}
+
+#[test]
 fn identity_mismatch_shadow_mode_and_an_unconsumed_batch_write_nothing() {
     let offer = || {
         strings_api(|_| {
