@@ -123,22 +123,40 @@ pub struct Outbox {
 }
 
 /// Fill a body template: a string that is exactly a placeholder takes the value's JSON type
-/// (`"{code}"` becomes a number); placeholders inside longer strings are replaced as text.
+/// (`"{code}"` becomes a number); placeholders inside longer strings are replaced as text, in
+/// one pass over the template, so a value that itself reads `{event_id}` is kept as it is.
 pub fn fill(template: &Value, vars: &[(&str, Value)]) -> Value {
     match template {
         Value::String(s) => {
             if let Some((_, v)) = vars.iter().find(|(k, _)| s == &format!("{{{k}}}")) {
                 return v.clone();
             }
-            let mut out = s.clone();
-            for (k, v) in vars {
-                let text = match v {
-                    Value::String(t) => t.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                out = out.replace(&format!("{{{k}}}"), &text);
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(open) = rest.find('{') {
+                out.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                let var = after.find('}').and_then(|close| {
+                    vars.iter()
+                        .find(|(k, _)| *k == &after[..close])
+                        .map(|(_, v)| (close, v))
+                });
+                match var {
+                    Some((close, v)) => {
+                        match v {
+                            Value::String(t) => out.push_str(t),
+                            Value::Null => {}
+                            other => out.push_str(&other.to_string()),
+                        }
+                        rest = &after[close + 1..];
+                    }
+                    None => {
+                        out.push('{');
+                        rest = after;
+                    }
+                }
             }
+            out.push_str(rest);
             Value::String(out)
         }
         Value::Array(a) => Value::Array(a.iter().map(|v| fill(v, vars)).collect()),
@@ -768,6 +786,24 @@ mod tests {
         assert_eq!(
             v,
             json!({"m": "JET-01", "code": 305, "note": "batch B7 on JET-01", "list": [305], "fixed": 3})
+        );
+    }
+
+    #[test]
+    fn placeholders_inside_substituted_values_are_left_as_they_are() {
+        // A batch named `{event_id}` (the name comes from the HMI or the API) stays that name.
+        let t = json!({"note": "batch {batch} ({event_id}) {unknown} {", "b": "{batch}"});
+        let v = fill(
+            &t,
+            &[
+                ("batch", json!("{event_id}{machine}")),
+                ("event_id", json!("ev-1")),
+                ("machine", json!("JET-01")),
+            ],
+        );
+        assert_eq!(
+            v,
+            json!({"note": "batch {event_id}{machine} (ev-1) {unknown} {", "b": "{event_id}{machine}"})
         );
     }
 }
