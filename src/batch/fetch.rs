@@ -4,7 +4,8 @@
 //! entry and hands it to the thread that owns the machine's endpoint as a write command. It
 //! never touches a device. Bad input (malformed JSON, HTTP errors, an unknown machine, a name
 //! that does not fit or has characters the HMI cannot show) is logged once per distinct
-//! problem and skipped; nothing is written.
+//! problem and skipped; nothing is written. A machine listed twice in one answer gets only
+//! its first entry.
 
 use super::{BatchOrder, Command};
 use crate::config::{BatchWrite, Config};
@@ -230,11 +231,23 @@ impl Fetcher {
         }
         let mut sent = Vec::new();
         let mut listed = HashSet::new();
+        // The first entry of each machine, by name: a machine listed twice gets its first
+        // entry on every fetch, never one and then the other.
+        let mut first: Vec<(usize, String)> = Vec::new();
         for e in entries {
             let Some(index) = self.machines.iter().position(|(n, _)| *n == e.machine) else {
                 self.problem_once(format!("unknown machine `{}`", e.machine));
                 continue;
             };
+            if let Some((_, kept)) = first.iter().find(|(i, _)| *i == index) {
+                let kept = kept.clone();
+                self.problem_once(format!(
+                    "machine `{}` is listed more than once; its first entry (`{kept}`) is used, `{}` is skipped",
+                    e.machine, e.name
+                ));
+                continue;
+            }
+            first.push((index, e.name.clone()));
             listed.insert(index);
             let Some(bw) = self.machines[index].1.clone() else {
                 self.problem_once(format!(
@@ -346,6 +359,49 @@ mod tests {
         .expect("doc");
         assert!(e.is_empty());
         assert_eq!(p.len(), 2);
+    }
+
+    /// A strings API on loopback that gives `answer` to every GET.
+    fn serve(answer: &'static str) -> String {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/strings", server.server_addr());
+        std::thread::spawn(move || {
+            for req in server.incoming_requests() {
+                let _ = req.respond(tiny_http::Response::from_string(answer));
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn two_entries_for_one_machine_hand_over_the_first_every_time() {
+        let config = crate::config::validate_raw(
+            crate::config::parse(
+                r#"{"machines": [{"name": "JET-01", "ip_address": "10.0.0.1",
+                    "registers": [{"name": "t", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}],
+                    "batch_write": {"address": 100, "registers": 10, "handshake_address": 120}}]}"#,
+            )
+            .expect("parse"),
+        )
+        .expect("valid");
+        let url = serve(
+            r#"[{"machine": "JET-01", "batch": "LOT-A", "id": 1}, {"machine": "JET-01", "batch": "LOT-B", "id": 2}]"#,
+        );
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let mut f = Fetcher::new(&config, url, vec![tx]);
+        for _ in 0..3 {
+            let sent = f.fetch_once();
+            let names: Vec<&str> = sent.iter().map(|o| o.name.as_str()).collect();
+            assert_eq!(names, ["LOT-A"]);
+        }
+        let handed: Vec<String> = rx
+            .try_iter()
+            .filter_map(|c| match c {
+                Command::Write(o) => Some(o.name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(handed, ["LOT-A", "LOT-A", "LOT-A"]);
     }
 
     #[test]
