@@ -7,6 +7,8 @@
 //! endpoint; a machine that times out backs off alone, so a dead unit costs only its timeout;
 //! a block refused with exception 02 is split and the split kept; a register that cannot be
 //! read or decoded is skipped. Each state change is logged once, not once per poll.
+//! Commands from other threads (a batch to write, an outbox receipt) are taken on every loop
+//! turn, so a saturated endpoint, where a poll is always due, still handles them.
 
 use crate::backoff::Backoff;
 use crate::batch::finish::FinishDetector;
@@ -25,6 +27,9 @@ use crate::uploader::Batch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+/// Most commands handled between two polls.
+const COMMANDS_PER_TURN: usize = 16;
 
 /// How often each machine's one-line summary is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -771,6 +776,17 @@ impl Poller {
             if Instant::now() >= summary_at {
                 summary_at += SUMMARY_EVERY;
                 self.summary(&mut last_counts);
+            }
+            // Commands are taken on every turn: on a saturated endpoint a poll is always due
+            // and the wait below, which also takes them, is never reached. Bounded, so a
+            // flood of commands cannot stop polling.
+            for cmd in self
+                .commands
+                .try_iter()
+                .take(COMMANDS_PER_TURN)
+                .collect::<Vec<_>>()
+            {
+                self.handle(cmd);
             }
             let Some((ui, gi, due)) = self.next_due() else {
                 break;

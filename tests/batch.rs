@@ -473,6 +473,74 @@ fn control_characters_from_the_api_cannot_forge_log_lines() {
 }
 
 #[test]
+fn a_new_batch_reaches_a_machine_on_a_saturated_shared_endpoint() {
+    // Three units behind one HMI gateway, each read answered 150 ms late, polled every 0.2 s:
+    // a poll is always due. The batch command must still be taken and written.
+    let dir = TempDir::new("saturated");
+    let regs = json!([{"kind": "holding", "address": PROCESS, "type": "uint16", "value": 0}]);
+    let peer = ModbusPeer::start(
+        &dir,
+        &json!({"slaves": {"1": regs, "2": regs, "3": regs}, "read_delay_s": 0.15}),
+        "tcp",
+    );
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let (api, confirmed) = strings_api(|_| {
+        (
+            200,
+            json!([{"machine": "JET-01", "batch": "LOT-SAT", "id": 9}]).to_string(),
+        )
+    });
+    let base = api.url();
+    let machine = |name: &str, unit: u8| {
+        json!({"name": name, "ip_address": "127.0.0.1", "port": peer.port, "slave_id": unit,
+            "poll_interval_s": 0.2,
+            "registers": [{"name": "process", "kind": "holding", "address": PROCESS, "type": "uint16", "measurement": "high_frequency_data"}]})
+    };
+    let mut first = machine("JET-01", 1);
+    first["batch_write"] =
+        json!({"address": AREA, "registers": 10, "handshake_address": HANDSHAKE});
+    let cfg = dir.write(
+        "machines.json",
+        &json!({
+            "state_dir": dir.path().join("state"),
+            "status": {"listen": ""},
+            "influxdb": {"url": influx.url(), "org": "o", "bucket": "b", "token": "t"},
+            "api": {"strings_url": format!("{base}/strings"), "strings_conf_url": format!("{base}/strings/confirm"),
+                    "poll_interval_s": 0.5, "timeout_s": 1},
+            "machines": [first, machine("JET-02", 2), machine("JET-03", 3)]
+        })
+        .to_string(),
+    );
+    let mut gw = run(&dir, cfg.to_str().unwrap_or_default());
+    let mut c = hmi(peer.port);
+    let start = std::time::Instant::now();
+    let landed = wait_until(Duration::from_secs(20), || read_area(&mut c).0 == "LOT-SAT");
+    let took = start.elapsed();
+    let gets = api
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/strings")
+        .count();
+    println!(
+        "saturated endpoint: batch landed={landed} after {took:?}, {gets} GETs of the strings URL"
+    );
+    assert!(
+        landed,
+        "not written within 20 s ({gets} GETs)\n{}",
+        gw.dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || confirmed
+            .lock()
+            .map(|v| v.contains(&"LOT-SAT".to_string()))
+            .unwrap_or(false)),
+        "{}",
+        gw.dump()
+    );
+    gw.terminate(Duration::from_secs(10));
+}
+
+#[test]
 fn identity_mismatch_shadow_mode_and_an_unconsumed_batch_write_nothing() {
     let offer = || {
         strings_api(|_| {

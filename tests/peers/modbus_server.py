@@ -8,7 +8,8 @@ of the gateway's own encoder, from a JSON spec written by the test:
  "sparse": true}
 
 With "sparse", only the addresses in the spec exist: reading a gap answers exception 02
-(illegal data address), as strict PLCs do. Modes: tcp, rtu-tcp (RTU framing over TCP),
+(illegal data address), as strict PLCs do. With "read_delay_s", every read is answered that many seconds
+late (a slow HMI or a saturated bus); other connections are served meanwhile. Modes: tcp, rtu-tcp (RTU framing over TCP),
 rtu (serial device path). Prints "ready" on stdout once listening.
 """
 import argparse
@@ -58,6 +59,19 @@ def words_for(reg):
     return [struct.unpack(">H", w)[0] for w in words]
 
 
+class SlowContext(ModbusSlaveContext):
+    """A slave whose reads are answered `delay` seconds late, without blocking the server."""
+
+    def __init__(self, *args, delay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delay = delay
+
+    async def async_getValues(self, fc_as_hex, address, count=1):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().async_getValues(fc_as_hex, address, count)
+
+
 def build_context(spec):
     slaves = {}
     for unit, regs in spec["slaves"].items():
@@ -80,12 +94,13 @@ def build_context(spec):
                 full[a] = v
             return ModbusSequentialDataBlock(0, full)
 
-        slaves[int(unit)] = ModbusSlaveContext(
+        slaves[int(unit)] = SlowContext(
             hr=block(areas["holding"]),
             ir=block(areas["input"]),
             co=block(areas["coil"], True),
             di=block(areas["discrete_input"], True),
             zero_mode=True,
+            delay=float(spec.get("read_delay_s", 0)),
         )
     return ModbusServerContext(slaves=slaves, single=False)
 
