@@ -4,8 +4,9 @@
 //! `Idempotency-Key` header. An item is appended to the durable log (and synced) before its
 //! first POST; every delivery is recorded there too, so after a crash only a POST whose answer
 //! came in the instant before its record can be repeated (and the key makes it harmless).
-//! Retries: 408, 429 (honouring `Retry-After`), 5xx and network errors back off, capped; any
-//! other 4xx is set aside with the response body and never retried.
+//! Retries: 408, 429, 5xx and network errors back off, capped; a `Retry-After` can lengthen
+//! the wait, never shorten it below the backoff (at least 1 s). Any other 4xx is set aside
+//! with the response body and never retried.
 //!
 //! The POSTs run on a worker thread (`outbox-http`), one at a time, so however long the API
 //! takes to answer, the outbox's loop turns at least every second: it checks in with the
@@ -595,7 +596,7 @@ impl Outbox {
                     .get_mut(&id)
                     .and_then(|e| e.urls.iter_mut().find(|t| t.url == url))
                 {
-                    let wait = after.unwrap_or_else(|| t.backoff.next_delay());
+                    let wait = crate::backoff::retry_wait(after, &mut t.backoff);
                     t.next_try = Instant::now() + wait;
                     if t.last_problem.as_deref() != Some(problem.as_str()) {
                         log::warn!("{what}: {url} failed ({problem}); retrying in {wait:?}");
@@ -892,6 +893,62 @@ mod tests {
         assert_eq!(sent[1]["time"], json!(rfc3339(WRONG_MS)));
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&dir2);
+    }
+
+    /// An API on loopback that answers every POST with `status` and `Retry-After: {after}`;
+    /// returns its URL and the number of requests it has had.
+    fn refusing_api(status: u16, after: &'static str) -> (String, Arc<Mutex<usize>>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/finish", server.server_addr());
+        let count = Arc::new(Mutex::new(0usize));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for req in server.incoming_requests() {
+                if let Ok(mut n) = seen.lock() {
+                    *n += 1;
+                }
+                let header = tiny_http::Header::from_bytes("Retry-After", after);
+                let mut resp = tiny_http::Response::from_string("busy").with_status_code(status);
+                if let Ok(h) = header {
+                    resp.add_header(h);
+                }
+                let _ = req.respond(resp);
+            }
+        });
+        (url, count)
+    }
+
+    #[test]
+    fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
+        for (status, after) in [(503, "0"), (429, "Wed, 21 Oct 2015 07:28:00 GMT")] {
+            let dir = tmp(&format!("retry-after-{status}"));
+            let (url, count) = refusing_api(status, after);
+            let (clock, flag) = flag_clock(&dir);
+            std::fs::write(&flag, b"").expect("flag");
+            assert!(clock.refresh());
+            let mut o = outbox(&dir, &url, clock, Duration::from_secs(600));
+            let mut event = unsynced_finish(None);
+            if let Payload::Finish(e) = &mut event {
+                e.unsynced = false;
+            }
+            assert!(o.add(event).is_some());
+            let (_tx, rx) = crossbeam_channel::bounded::<OutboxItem>(1);
+            let (stop, shutdown) = crossbeam_channel::bounded::<()>(0);
+            let live = crate::status::Liveness::default();
+            let beat = live.register("outbox");
+            let h = std::thread::spawn(move || o.run(rx, Vec::new(), shutdown, beat));
+            std::thread::sleep(Duration::from_secs(4));
+            drop(stop);
+            h.join().expect("join");
+            let n = count.lock().map(|n| *n).unwrap_or(0);
+            println!("HTTP {status} with Retry-After `{after}`: {n} POSTs in 4 s");
+            // Waits of at least 1 s, doubling: 0, 1, 2..3 s (and perhaps 3..4 s).
+            assert!(
+                (2..=4).contains(&n),
+                "{n} POSTs in 4 s for one item answered {status}, Retry-After {after}"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]
