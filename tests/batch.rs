@@ -853,3 +853,64 @@ fn a_silent_api_never_stops_the_watchdog_pings_the_offers_or_a_quick_stop() {
         "stop took {stopped_in:?}\n{dump}"
     );
 }
+
+#[test]
+fn a_confirmation_made_before_the_clock_sync_is_held_until_it() {
+    let dir = TempDir::new("confirm-unsynced");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let (api, confirmed) = strings_api(|_| {
+        (
+            200,
+            json!([{"machine": "JET-01", "batch": "LOT-EARLY", "id": 9}]).to_string(),
+        )
+    });
+    let sync = dir.path().join("synchronized");
+    let cfg = config(
+        &dir,
+        peer.port,
+        &api,
+        &influx,
+        json!({"clock": {"sync_check": "file", "sync_file": sync}}),
+    );
+    let mut gw = run(&dir, &cfg);
+    let mut c = hmi(peer.port);
+    // Written while the clock is not synchronized: the batch goes in (it cannot wait)...
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .output()
+            .contains("batch `LOT-EARLY` written and read back")),
+        "{}",
+        gw.dump()
+    );
+    assert_eq!(read_area(&mut c).0, "LOT-EARLY");
+    // ...its confirmation carries the untrusted marker and is not posted before the sync.
+    let state = dir.path().join("state/batch/JET-01.json");
+    let kept: Value = std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(kept["last"]["unsynced"], true, "{kept}\n{}", gw.dump());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        confirmed.lock().map(|v| v.is_empty()).unwrap_or(false),
+        "confirmed before the clock sync\n{}",
+        gw.dump()
+    );
+    std::fs::write(&sync, b"").expect("sync flag");
+    assert!(
+        wait_until(Duration::from_secs(15), || confirmed
+            .lock()
+            .map(|v| v.len() == 1)
+            .unwrap_or(false)),
+        "{}",
+        gw.dump()
+    );
+    gw.terminate(Duration::from_secs(10));
+    assert!(
+        gw.output()
+            .contains("confirmation of batch `LOT-EARLY` written to JET-01: happened before the clock was synchronized"),
+        "{}",
+        gw.dump()
+    );
+}

@@ -199,6 +199,9 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
         Box::new(InfluxSink::new(&influx_cfg, None)),
         Box::new(MemoryBuffer::new(10_000)),
         status.clone(),
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
     );
     let mut lines: Vec<String> = (0..40)
         .map(|i| format!("good,machine=m v={i}i {}", 1_700_000_000_000i64 + i))
@@ -263,6 +266,9 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
             Box::new(InfluxSink::new(&influx_cfg, None)),
             Box::new(MemoryBuffer::new(10_000)),
             Arc::new(Mutex::new(UploaderStatus::default())),
+            std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+                dyeing_gateway::clock::SyncCheck::Off,
+            )),
         );
         let (tx, rx) = crossbeam_channel::bounded(4);
         let liveness = dyeing_gateway::status::Liveness::default();

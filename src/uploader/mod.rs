@@ -95,11 +95,12 @@ impl Uploader {
         mut sink: Box<dyn Sink>,
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,
+        clock: Arc<Clock>,
     ) -> Self {
         {
             let mut st = lock(&status);
             st.sink = sink.describe();
-            st.clock_synced = true;
+            st.clock_synced = clock.is_synced();
         }
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
@@ -118,7 +119,7 @@ impl Uploader {
             settings,
             buffer,
             status,
-            clock: Arc::new(Clock::trusted()),
+            clock,
             held: VecDeque::new(),
             held_points: 0,
             batch,
@@ -131,13 +132,6 @@ impl Uploader {
             points: None,
             beat: None,
         }
-    }
-
-    /// Use `clock` to decide when held batches can be stamped (the default trusts the clock).
-    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
-        lock(&self.status).clock_synced = clock.is_synced();
-        self.clock = clock;
-        self
     }
 
     fn push(&mut self, batch: Batch) {
