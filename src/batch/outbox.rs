@@ -438,9 +438,9 @@ impl Outbox {
         (seq != u64::MAX).then_some(id)
     }
 
-    /// When the next POST is due (none while one is in flight).
+    /// When the next POST is due (none while one is in flight or without a worker).
     fn next_due(&self) -> Option<Instant> {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.http.is_none() {
             return None;
         }
         self.entries
@@ -506,7 +506,7 @@ impl Outbox {
         if let Ok(a) = self.answers.try_recv() {
             self.answered(a);
         }
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.http.is_none() {
             return;
         }
         let now = Instant::now();
