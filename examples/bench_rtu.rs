@@ -142,7 +142,16 @@ fn run(baud: u32, parity: &str, transactions: usize) {
     let st: Vec<Arc<Mutex<MachineStatus>>> = cfg.machines.iter().map(|_| Arc::default()).collect();
     let (tx, rx) = crossbeam_channel::bounded::<dyeing_gateway::uploader::Batch>(64);
     let drain = std::thread::spawn(move || for _ in rx {});
-    let poller = Poller::new(&cfg, 0, transport_for(&cfg.endpoints[0]), &st, tx);
+    let poller = Poller::new(
+        &cfg,
+        0,
+        transport_for(&cfg.endpoints[0]),
+        &st,
+        tx,
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
+    );
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let live = Liveness::default();
     let beat = live.register("poller");

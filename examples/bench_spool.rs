@@ -65,6 +65,9 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
         Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)),
         Box::new(sp),
         status.clone(),
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
     );
     let (tx, rx) = crossbeam_channel::bounded(1);
     let live = Liveness::default();

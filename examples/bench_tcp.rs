@@ -99,6 +99,9 @@ fn main() {
             dyeing_gateway::poller::transport_for(&cfg.endpoints[0]),
             &vec![Default::default(); cfg.machines.len()],
             tx,
+            std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+                dyeing_gateway::clock::SyncCheck::Off,
+            )),
         );
         p.plan_summary()
             .iter()

@@ -87,8 +87,13 @@ pub fn start(
 
     let uploader = {
         let beat = liveness.register("uploader");
-        let up =
-            Uploader::new(settings, sink, buffer, board.uploader.clone()).with_clock(clock.clone());
+        let up = Uploader::new(
+            settings,
+            sink,
+            buffer,
+            board.uploader.clone(),
+            clock.clone(),
+        );
         std::thread::Builder::new()
             .name("uploader".into())
             .spawn(move || up.run(points_rx, beat))?
@@ -157,8 +162,8 @@ pub fn start(
             transport_for(ep),
             &board.machines,
             points_tx.clone(),
-        )
-        .with_clock(clock.clone());
+            clock.clone(),
+        );
         if batch_on {
             poller = poller.with_batch(config, commands, outbox_tx.clone());
         }

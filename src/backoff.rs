@@ -1,6 +1,8 @@
 //! Capped exponential backoff with jitter, for reconnecting to devices and retrying servers.
 //! Each delay is drawn uniformly from [d/2, d] where d doubles from `initial` up to `max`, so
-//! gateways restarted together do not retry in lockstep.
+//! gateways restarted together do not retry in lockstep. A server's `Retry-After` can only
+//! lengthen a wait (`retry_wait`): `Retry-After: 0` or a date in the past does not turn the
+//! backoff off.
 
 use std::time::Duration;
 
@@ -37,6 +39,18 @@ impl Backoff {
     }
 }
 
+/// The shortest wait before retrying a server, whatever it asks for.
+pub const RETRY_FLOOR: Duration = Duration::from_secs(1);
+
+/// The wait before retrying a server whose answer asked for `after` (`Retry-After`): the
+/// longer of that and the next backoff delay, and at least `RETRY_FLOOR`.
+pub fn retry_wait(after: Option<Duration>, backoff: &mut Backoff) -> Duration {
+    backoff
+        .next_delay()
+        .max(after.unwrap_or(Duration::ZERO))
+        .max(RETRY_FLOOR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +69,25 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_server_can_lengthen_a_retry_wait_but_never_shorten_it() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        assert_eq!(retry_wait(Some(Duration::ZERO), &mut b), RETRY_FLOOR);
+        let d = retry_wait(Some(Duration::ZERO), &mut b);
+        assert!(
+            d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+            "{d:?}"
+        );
+        let d = retry_wait(None, &mut b);
+        assert!(
+            d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+            "{d:?}"
+        );
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(120)), &mut b),
+            Duration::from_secs(120)
+        );
     }
 }

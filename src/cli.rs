@@ -507,6 +507,7 @@ pub fn summary(path: &Path, c: &Config) -> String {
             transport_for(e),
             &vec![Default::default(); c.machines.len()],
             tx.clone(),
+            Arc::new(Clock::new(c.clock.check.clone())),
         );
         for (name, groups) in poller.plan_summary() {
             let Some(m) = c.machines.iter().find(|m| m.name == name) else {
@@ -574,8 +575,16 @@ fn once(cli: &Cli) -> Result<(), i32> {
         .collect();
     let (tx, _rx) = bounded(1);
     let mut all_online = true;
+    let clock = Arc::new(Clock::new(config.clock.check.clone()));
     for (ei, ep) in config.endpoints.iter().enumerate() {
-        let mut poller = Poller::new(&config, ei, transport_for(ep), &statuses, tx.clone());
+        let mut poller = Poller::new(
+            &config,
+            ei,
+            transport_for(ep),
+            &statuses,
+            tx.clone(),
+            clock.clone(),
+        );
         for line in poller.poll_all_once() {
             println!("{line}");
         }
@@ -684,7 +693,8 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         Box::new(StdoutSink { requests: 0 }),
         Box::new(MemoryBuffer::new(100_000)),
         settings,
-        Arc::new(Clock::trusted()),
+        // Simulated machines printed to the terminal: no clock synchronization to wait for.
+        Arc::new(Clock::new(crate::clock::SyncCheck::Off)),
     )
     .map_err(runtime("cannot start threads"))?;
     let status = start_status(

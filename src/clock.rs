@@ -60,7 +60,9 @@ impl Clock {
         c
     }
 
-    /// A clock that is always trusted (above the floor): tests, `once`, `demo`.
+    /// A clock that is always trusted (above the floor), for unit tests. Production code
+    /// passes the clock it built from the config (`Clock::new`) to every constructor.
+    #[cfg(test)]
     pub fn trusted() -> Clock {
         Clock::new(SyncCheck::Off)
     }

@@ -136,6 +136,7 @@ impl Poller {
         transport: Box<dyn Transport>,
         statuses: &[Arc<Mutex<MachineStatus>>],
         out: Sender<Batch>,
+        clock: Arc<Clock>,
     ) -> Self {
         let endpoint = config.endpoints[endpoint_index].clone();
         let start = Instant::now();
@@ -188,7 +189,7 @@ impl Poller {
             consecutive_timeouts: 0,
             out,
             beat: None,
-            clock: Arc::new(Clock::trusted()),
+            clock,
             stamped: true,
             heartbeat: config.heartbeat,
             commands: crossbeam_channel::never(),
@@ -228,6 +229,7 @@ impl Poller {
                     config.shadow_mode,
                     config.state_dir.join("batch").join(format!("{file}.json")),
                     audit.clone(),
+                    self.clock.clone(),
                 )
             });
         }
@@ -365,17 +367,6 @@ impl Poller {
         for item in items {
             self.to_outbox(item);
         }
-    }
-
-    /// Stamp polls with `clock` (the default trusts the system clock).
-    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
-        for u in &mut self.units {
-            if let Some(w) = u.writer.as_mut() {
-                w.set_clock(clock.clone());
-            }
-        }
-        self.clock = clock;
-        self
     }
 
     /// Read blocks per machine and group, for `check` and the benchmark.

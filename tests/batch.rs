@@ -828,3 +828,196 @@ fn over_rs485_a_finish_is_reported_and_a_new_batch_written_to_the_right_slave() 
         "written to the right slave on the shared bus"
     );
 }
+
+/// A plant API that accepts every connection and never answers; returns its base URL. The
+/// connections are held until the test ends.
+fn silent_api() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn a_silent_api_never_stops_the_watchdog_pings_the_offers_or_a_quick_stop() {
+    use dyeing_gateway::batch::outbox::{Outbox, OutboxStatus, Payload, Settings};
+    use dyeing_gateway::batch::FinishEvent;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Instant;
+    let dir = TempDir::new("silent-api");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let silent = silent_api();
+    let finish_urls = vec![
+        format!("{silent}/batch/finish"),
+        format!("{silent}/trigger"),
+    ];
+    // 12 reports left pending by an earlier run: all due at once after the restart.
+    {
+        let mut o = Outbox::open(
+            Settings {
+                dir: dir.path().join("state/outbox"),
+                finish_urls: finish_urls.clone(),
+                confirm_url: None,
+                finish_body: json!({"batch": "{batch}"}),
+                confirm_body: json!({}),
+                timeout: Duration::from_secs(1),
+                ca: None,
+                shadow: false,
+                audit: dir.path().join("state/audit.jsonl"),
+                clock: Arc::new(dyeing_gateway::clock::Clock::new(
+                    dyeing_gateway::clock::SyncCheck::Off,
+                )),
+                clock_wait: Duration::ZERO,
+            },
+            Arc::new(Mutex::new(OutboxStatus::default())),
+        );
+        for i in 0..12 {
+            let id = dyeing_gateway::batch::new_id();
+            let event = FinishEvent {
+                id,
+                machine: "JET-01".into(),
+                batch: format!("OLD-{i}"),
+                code: 305,
+                time_ms: wall_ms(),
+                unsynced: false,
+                at: None,
+            };
+            assert!(o.add(Payload::Finish(event)).is_some());
+        }
+    }
+    let cfg = config(
+        &dir,
+        peer.port,
+        &influx,
+        &influx,
+        json!({"api": {"batch_url": finish_urls[0], "trigger_url": finish_urls[1], "timeout_s": 1}}),
+    );
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut c = hmi(peer.port);
+    set(
+        &mut c,
+        BATCH,
+        &registers::encode_string("NEW-1", 8, StringOrder::HighFirst),
+    );
+    set(&mut c, PROCESS, &[101]);
+    let started = Instant::now();
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new(bin())
+            .args(["--config", &cfg, "run"])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "2000000"),
+        dir.path(),
+    );
+    // Pings every second while every loop turns; a thread is stuck after 5 s without a turn.
+    let mut pings = Vec::new();
+    let mut buf = [0u8; 512];
+    let mut finished = false;
+    while started.elapsed() < Duration::from_secs(12) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                pings.push(started.elapsed());
+            }
+        }
+        if !finished && started.elapsed() > Duration::from_secs(3) {
+            // A batch finishes while the API hangs: the poller's offer must be taken.
+            set(&mut c, PROCESS, &[305]);
+            finished = true;
+        }
+    }
+    let stop = Instant::now();
+    let code = gw.terminate(Duration::from_secs(30));
+    let stopped_in = stop.elapsed();
+    let log = gw.output();
+    let dump = format!("pings at {pings:?}\n{}", gw.dump());
+    println!(
+        "{} watchdog pings in 12 s; stopped in {stopped_in:?}",
+        pings.len()
+    );
+    assert!(log.contains("12 reports waiting"), "{dump}");
+    let last = pings.last().copied().unwrap_or_default();
+    assert!(
+        pings.len() >= 6 && last > Duration::from_secs(9),
+        "the watchdog pings stopped: {} pings, the last at {last:?}\n{dump}",
+        pings.len()
+    );
+    assert!(
+        log.contains("batch `NEW-1` on JET-01 (code 305): queued for 2 URL(s)"),
+        "the poller's report was not taken\n{dump}"
+    );
+    assert_eq!(code, Some(0), "{dump}");
+    assert!(
+        stopped_in < Duration::from_secs(5),
+        "stop took {stopped_in:?}\n{dump}"
+    );
+}
+
+#[test]
+fn a_confirmation_made_before_the_clock_sync_is_held_until_it() {
+    let dir = TempDir::new("confirm-unsynced");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let (api, confirmed) = strings_api(|_| {
+        (
+            200,
+            json!([{"machine": "JET-01", "batch": "LOT-EARLY", "id": 9}]).to_string(),
+        )
+    });
+    let sync = dir.path().join("synchronized");
+    let cfg = config(
+        &dir,
+        peer.port,
+        &api,
+        &influx,
+        json!({"clock": {"sync_check": "file", "sync_file": sync}}),
+    );
+    let mut gw = run(&dir, &cfg);
+    let mut c = hmi(peer.port);
+    // Written while the clock is not synchronized: the batch goes in (it cannot wait)...
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .output()
+            .contains("batch `LOT-EARLY` written and read back")),
+        "{}",
+        gw.dump()
+    );
+    assert_eq!(read_area(&mut c).0, "LOT-EARLY");
+    // ...its confirmation carries the untrusted marker and is not posted before the sync.
+    let state = dir.path().join("state/batch/JET-01.json");
+    let kept: Value = std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(kept["last"]["unsynced"], true, "{kept}\n{}", gw.dump());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        confirmed.lock().map(|v| v.is_empty()).unwrap_or(false),
+        "confirmed before the clock sync\n{}",
+        gw.dump()
+    );
+    std::fs::write(&sync, b"").expect("sync flag");
+    assert!(
+        wait_until(Duration::from_secs(15), || confirmed
+            .lock()
+            .map(|v| v.len() == 1)
+            .unwrap_or(false)),
+        "{}",
+        gw.dump()
+    );
+    gw.terminate(Duration::from_secs(10));
+    assert!(
+        gw.output()
+            .contains("confirmation of batch `LOT-EARLY` written to JET-01: happened before the clock was synchronized"),
+        "{}",
+        gw.dump()
+    );
+}

@@ -199,6 +199,9 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
         Box::new(InfluxSink::new(&influx_cfg, None)),
         Box::new(MemoryBuffer::new(10_000)),
         status.clone(),
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
     );
     let mut lines: Vec<String> = (0..40)
         .map(|i| format!("good,machine=m v={i}i {}", 1_700_000_000_000i64 + i))
@@ -229,4 +232,59 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
     let st = status.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(st.rejected, 2);
     assert_eq!(st.buffered, 0);
+}
+
+#[test]
+fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
+    for (status, after) in [(503, "0"), (429, "Wed, 21 Oct 2015 07:28:00 GMT")] {
+        let fake = FakeInflux2::start(move |_, _| {
+            (
+                status,
+                vec![("Retry-After".to_string(), after.to_string())],
+                r#"{"code":"unavailable","message":"busy"}"#.to_string(),
+            )
+        });
+        let cfg = config::validate_raw(
+            config::parse(
+                &json!({"influxdb": {"url": fake.url(), "org": "o", "bucket": "b", "token": "t"},
+                    "machines": [{"name": "m", "ip_address": "127.0.0.1",
+                      "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}]}]})
+                .to_string(),
+            )
+            .expect("parse"),
+        )
+        .expect("valid");
+        let influx_cfg = cfg.influx.clone().expect("influx");
+        let up = Uploader::new(
+            Settings {
+                max_points_per_write: 1000,
+                flush_interval: Duration::from_millis(10),
+                rejected_file: None,
+                shutdown_grace: Duration::from_secs(1),
+                hold_max_points: 1000,
+            },
+            Box::new(InfluxSink::new(&influx_cfg, None)),
+            Box::new(MemoryBuffer::new(10_000)),
+            Arc::new(Mutex::new(UploaderStatus::default())),
+            std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+                dyeing_gateway::clock::SyncCheck::Off,
+            )),
+        );
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let liveness = dyeing_gateway::status::Liveness::default();
+        let beat = liveness.register("uploader");
+        let h = std::thread::spawn(move || up.run(rx, beat));
+        tx.send(Batch::stamped(vec!["m v=1i 1700000000000".to_string()]))
+            .expect("send");
+        std::thread::sleep(Duration::from_secs(4));
+        let n = fake.requests().len();
+        drop(tx);
+        h.join().expect("uploader thread");
+        println!("HTTP {status} with Retry-After `{after}`: {n} write requests in 4 s");
+        // Waits of at least 1 s, doubling: 0, 1, 2..3 s (and perhaps 3..4 s).
+        assert!(
+            (2..=4).contains(&n),
+            "{n} write requests in 4 s answered {status}, Retry-After {after}"
+        );
+    }
 }

@@ -172,7 +172,16 @@ fn bus_faults_are_counted_and_healthy_slaves_keep_their_schedule() {
     }
     let st: Vec<Arc<Mutex<MachineStatus>>> = cfg.machines.iter().map(|_| Arc::default()).collect();
     let (tx, rx) = crossbeam_channel::bounded(1024);
-    let poller = Poller::new(&cfg, 0, transport_for(&cfg.endpoints[0]), &st, tx);
+    let poller = Poller::new(
+        &cfg,
+        0,
+        transport_for(&cfg.endpoints[0]),
+        &st,
+        tx,
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
+    );
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let live = Liveness::default();
     let beat = live.register("poller");
@@ -286,7 +295,16 @@ fn a_serial_port_that_disappears_and_comes_back_is_reopened() {
         config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
     let st: Vec<Arc<Mutex<MachineStatus>>> = vec![Arc::default()];
     let (tx, _rx) = crossbeam_channel::bounded(64);
-    let mut poller = Poller::new(&cfg, 0, transport_for(&cfg.endpoints[0]), &st, tx);
+    let mut poller = Poller::new(
+        &cfg,
+        0,
+        transport_for(&cfg.endpoints[0]),
+        &st,
+        tx,
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
+    );
     assert!(poller
         .poll_all_once()
         .iter()

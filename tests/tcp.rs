@@ -115,6 +115,9 @@ fn poller(cfg: &Config) -> (Poller, Arc<Mutex<MachineStatus>>) {
         Box::new(TcpTransport::new(&host, port, Duration::from_secs(2))),
         std::slice::from_ref(&st),
         tx,
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
     );
     (p, st)
 }

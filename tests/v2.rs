@@ -52,6 +52,9 @@ fn upload_with_timeout(
         )),
         Box::new(MemoryBuffer::new(100_000)),
         status.clone(),
+        std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
     );
     let (tx, rx) = crossbeam_channel::bounded(4);
     let live = Liveness::default();

@@ -4,8 +4,16 @@
 //! `Idempotency-Key` header. An item is appended to the durable log (and synced) before its
 //! first POST; every delivery is recorded there too, so after a crash only a POST whose answer
 //! came in the instant before its record can be repeated (and the key makes it harmless).
-//! Retries: 408, 429 (honouring `Retry-After`), 5xx and network errors back off, capped; any
-//! other 4xx is set aside with the response body and never retried.
+//! Retries: 408, 429, 5xx and network errors back off, capped; a `Retry-After` can lengthen
+//! the wait, never shorten it below the backoff (at least 1 s). Any other 4xx is set aside
+//! with the response body and never retried.
+//!
+//! The POSTs run on a worker thread (`outbox-http`), one at a time, so however long the API
+//! takes to answer, the outbox's loop turns at least every second: it checks in with the
+//! watchdog, takes the pollers' items and sees shutdown. Items recovered after a restart, all
+//! due at once, therefore go out one after another, never as a burst. On shutdown a POST still
+//! in flight is waited for at most a second, then left to the worker; its answer is lost, so it
+//! may be posted again after the restart, under the same key.
 //!
 //! Records in the log: `new` (the item and its URLs), `sent` (one URL done), `failed` (one
 //! URL set aside) and `restamp` (the item's time, settled before its first POST). On start the
@@ -24,7 +32,7 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::durable::{Log, LogOptions};
 use crate::status::Beat;
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
@@ -63,29 +71,60 @@ enum Record {
     },
 }
 
-struct Entry {
-    payload: Payload,
-    seq: u64,
-    /// URLs still to deliver.
-    urls: Vec<String>,
+/// One URL of an item still to deliver, with its own retry schedule.
+struct Target {
+    url: String,
     next_try: Instant,
     backoff: Backoff,
     last_problem: Option<String>,
 }
 
+struct Entry {
+    payload: Payload,
+    seq: u64,
+    /// URLs still to deliver.
+    urls: Vec<Target>,
+}
+
 impl Entry {
     /// A new item, due at once; retries back off from 1 s to 5 min.
     fn new(payload: Payload, seq: u64, urls: Vec<String>) -> Entry {
+        let now = Instant::now();
         Entry {
             payload,
             seq,
-            urls,
-            next_try: Instant::now(),
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
-            last_problem: None,
+            urls: urls
+                .into_iter()
+                .map(|url| Target {
+                    url,
+                    next_try: now,
+                    backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+                    last_problem: None,
+                })
+                .collect(),
         }
     }
 }
+
+/// One POST for the worker.
+struct Post {
+    id: String,
+    url: String,
+    body: String,
+}
+
+/// The worker's answer to a `Post`: the status (`None`: no answer, with the error in
+/// `text`), the start of the body, and `Retry-After`.
+struct Answer {
+    id: String,
+    url: String,
+    status: Option<u16>,
+    text: String,
+    after: Option<Duration>,
+}
+
+/// How long shutdown waits for the answer to a POST in flight.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an item that happened while the clock was not synchronized waits for it.
 pub const CLOCK_WAIT: Duration = Duration::from_secs(120);
@@ -115,7 +154,11 @@ pub struct OutboxStatus {
 
 pub struct Outbox {
     s: Settings,
-    agent: ureq::Agent,
+    /// The worker that makes the POSTs; `None` in shadow mode or when it could not start.
+    http: Option<Sender<Post>>,
+    answers: Receiver<Answer>,
+    /// The (id, URL) the worker is posting now.
+    in_flight: Option<(String, String)>,
     log: Option<Log>,
     entries: BTreeMap<String, Entry>,
     recent_done: VecDeque<String>,
@@ -203,9 +246,15 @@ impl Payload {
 
 impl Outbox {
     pub fn open(s: Settings, status: Arc<Mutex<OutboxStatus>>) -> Outbox {
-        let agent = crate::http::agent(s.timeout, s.ca.as_deref());
+        let (http, answers) = if s.shadow {
+            (None, crossbeam_channel::never())
+        } else {
+            spawn_worker(crate::http::agent(s.timeout, s.ca.as_deref()))
+        };
         let mut o = Outbox {
-            agent,
+            http,
+            answers,
+            in_flight: None,
             log: None,
             entries: BTreeMap::new(),
             recent_done: VecDeque::new(),
@@ -273,7 +322,7 @@ impl Outbox {
             }
             Record::Sent { id, url } | Record::Failed { id, url, .. } => {
                 if let Some(e) = self.entries.get_mut(&id) {
-                    e.urls.retain(|u| *u != url);
+                    e.urls.retain(|t| t.url != url);
                 }
             }
         }
@@ -407,11 +456,14 @@ impl Outbox {
         (seq != u64::MAX).then_some(id)
     }
 
+    /// When the next POST is due (none while one is in flight or without a worker).
     fn next_due(&self) -> Option<Instant> {
+        if self.in_flight.is_some() || self.http.is_none() {
+            return None;
+        }
         self.entries
             .values()
-            .filter(|e| !e.urls.is_empty())
-            .map(|e| e.next_try)
+            .flat_map(|e| e.urls.iter().map(|t| t.next_try))
             .min()
     }
 
@@ -442,7 +494,10 @@ impl Outbox {
             Some(age) if age < wait => {
                 // Look again in a second (the clock is checked every second), or when the
                 // wait is over.
-                e.next_try = Instant::now() + Duration::from_secs(1).min(wait - age);
+                let next = Instant::now() + Duration::from_secs(1).min(wait - age);
+                for t in &mut e.urls {
+                    t.next_try = next;
+                }
                 return false;
             }
             _ => {
@@ -463,16 +518,28 @@ impl Outbox {
         true
     }
 
-    /// POST what is due.
+    /// Take the worker's answer if it has come, then hand it the next due POST if it is idle:
+    /// the URL waiting longest, once its item's time is settled. Never waits for the API.
     pub fn deliver_due(&mut self) {
+        if let Ok(a) = self.answers.try_recv() {
+            self.answered(a);
+        }
+        if self.in_flight.is_some() || self.http.is_none() {
+            return;
+        }
         let now = Instant::now();
-        let due: Vec<String> = self
+        let mut due: Vec<(Instant, String, String)> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.next_try <= now)
-            .map(|(k, _)| k.clone())
+            .flat_map(|(id, e)| {
+                e.urls
+                    .iter()
+                    .filter(|t| t.next_try <= now)
+                    .map(move |t| (t.next_try, id.clone(), t.url.clone()))
+            })
             .collect();
-        for id in due {
+        due.sort();
+        for (_, id, url) in due {
             if !self.settle_time(&id) {
                 continue;
             }
@@ -480,76 +547,92 @@ impl Outbox {
                 continue;
             };
             let body = self.body(&entry.payload).to_string();
-            let urls = entry.urls.clone();
-            let what = entry.payload.describe();
-            for url in urls {
-                let result = self
-                    .agent
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .header("Idempotency-Key", &id)
-                    .send(body.as_str());
-                let (status, text, after) = match result {
-                    Ok(mut r) => {
-                        let (status, t, after) = crate::http::read_answer(&mut r, 1000);
-                        (Some(status), t, after)
-                    }
-                    Err(e) => (None, e.to_string(), None),
-                };
-                let record = match status {
-                    Some(200..=299) => {
-                        log::info!("{what}: delivered to {url}");
-                        if let Ok(mut st) = self.status.lock() {
-                            st.delivered += 1;
-                            st.last_result = format!("{url}: HTTP {}", status.unwrap_or(0));
-                        }
-                        Some(Record::Sent {
-                            id: id.clone(),
-                            url: url.clone(),
-                        })
-                    }
-                    Some(s @ 400..=499) if s != 408 && s != 429 => {
-                        log::error!("{what}: {url} refused it with HTTP {s}: {text}; set aside, not retried");
-                        if let Ok(mut st) = self.status.lock() {
-                            st.set_aside += 1;
-                            st.last_result = format!("{url}: HTTP {s} (set aside)");
-                        }
-                        Some(Record::Failed {
-                            id: id.clone(),
-                            url: url.clone(),
-                            status: s,
-                            body: text.clone(),
-                        })
-                    }
-                    _ => {
-                        let problem = match status {
-                            Some(s) => format!("HTTP {s}: {text}"),
-                            None => text.clone(),
-                        };
-                        if let Some(e) = self.entries.get_mut(&id) {
-                            let wait = after.unwrap_or_else(|| e.backoff.next_delay());
-                            e.next_try = Instant::now() + wait;
-                            if e.last_problem.as_deref() != Some(problem.as_str()) {
-                                log::warn!(
-                                    "{what}: {url} failed ({problem}); retrying in {wait:?}"
-                                );
-                                e.last_problem = Some(problem.clone());
-                            }
-                        }
-                        if let Ok(mut st) = self.status.lock() {
-                            st.last_result = format!("{url}: {problem}");
-                        }
-                        None
-                    }
-                };
-                if let Some(rec) = record {
-                    self.store(&rec);
-                    let seq = self.log.as_ref().map_or(0, |l| l.next_seq());
-                    self.apply(rec, seq);
+            let Some(http) = &self.http else {
+                return;
+            };
+            match http.try_send(Post {
+                id: id.clone(),
+                url: url.clone(),
+                body,
+            }) {
+                Ok(()) => self.in_flight = Some((id, url)),
+                Err(_) => {
+                    log::error!("outbox: the HTTP worker has stopped; reports wait in the outbox");
+                    self.http = None;
                 }
             }
+            return;
         }
-        self.compact();
+    }
+
+    /// Act on the answer to a POST: record a delivery or a refusal, or schedule a retry.
+    fn answered(&mut self, a: Answer) {
+        if self.in_flight.as_ref() == Some(&(a.id.clone(), a.url.clone())) {
+            self.in_flight = None;
+        }
+        let Answer {
+            id,
+            url,
+            status,
+            text,
+            after,
+        } = a;
+        let Some(what) = self.entries.get(&id).map(|e| e.payload.describe()) else {
+            return;
+        };
+        let record = match status {
+            Some(s @ 200..=299) => {
+                log::info!("{what}: delivered to {url}");
+                if let Ok(mut st) = self.status.lock() {
+                    st.delivered += 1;
+                    st.last_result = format!("{url}: HTTP {s}");
+                }
+                Some(Record::Sent { id, url })
+            }
+            Some(s @ 400..=499) if s != 408 && s != 429 => {
+                log::error!(
+                    "{what}: {url} refused it with HTTP {s}: {text}; set aside, not retried"
+                );
+                if let Ok(mut st) = self.status.lock() {
+                    st.set_aside += 1;
+                    st.last_result = format!("{url}: HTTP {s} (set aside)");
+                }
+                Some(Record::Failed {
+                    id,
+                    url,
+                    status: s,
+                    body: text,
+                })
+            }
+            _ => {
+                let problem = match status {
+                    Some(s) => format!("HTTP {s}: {text}"),
+                    None => text,
+                };
+                if let Some(t) = self
+                    .entries
+                    .get_mut(&id)
+                    .and_then(|e| e.urls.iter_mut().find(|t| t.url == url))
+                {
+                    let wait = crate::backoff::retry_wait(after, &mut t.backoff);
+                    t.next_try = Instant::now() + wait;
+                    if t.last_problem.as_deref() != Some(problem.as_str()) {
+                        log::warn!("{what}: {url} failed ({problem}); retrying in {wait:?}");
+                        t.last_problem = Some(problem.clone());
+                    }
+                }
+                if let Ok(mut st) = self.status.lock() {
+                    st.last_result = format!("{url}: {problem}");
+                }
+                None
+            }
+        };
+        if let Some(rec) = record {
+            self.store(&rec);
+            let seq = self.log.as_ref().map_or(0, |l| l.next_seq());
+            self.apply(rec, seq);
+            self.compact();
+        }
         self.update_status();
     }
 
@@ -564,11 +647,13 @@ impl Outbox {
     ) {
         loop {
             beat.check_in();
+            self.deliver_due();
             let wait = self
                 .next_due()
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
+            let answers = self.answers.clone();
             select! {
                 recv(rx) -> item => match item {
                     Ok(item) => {
@@ -584,10 +669,64 @@ impl Outbox {
                     }
                     Err(_) => break,
                 },
+                recv(answers) -> a => match a {
+                    Ok(a) => self.answered(a),
+                    Err(_) => {
+                        // The worker is gone (it never is while `http` is kept).
+                        self.answers = crossbeam_channel::never();
+                        self.in_flight = None;
+                    }
+                },
                 recv(shutdown) -> _ => break,
                 default(wait) => {}
             }
-            self.deliver_due();
+        }
+        // Record the answer to a POST in flight if it comes at once; never wait for the API.
+        if self.in_flight.is_some() {
+            if let Ok(a) = self.answers.recv_timeout(SHUTDOWN_WAIT) {
+                self.answered(a);
+            }
+        }
+    }
+}
+
+/// Start the worker that makes the POSTs, one at a time; it ends when its sender is dropped.
+fn spawn_worker(agent: ureq::Agent) -> (Option<Sender<Post>>, Receiver<Answer>) {
+    let (post_tx, posts) = bounded::<Post>(1);
+    let (answer_tx, answers) = bounded::<Answer>(1);
+    let spawned = std::thread::Builder::new()
+        .name("outbox-http".into())
+        .spawn(move || {
+            for p in posts {
+                let result = agent
+                    .post(&p.url)
+                    .header("Content-Type", "application/json")
+                    .header("Idempotency-Key", &p.id)
+                    .send(p.body.as_str());
+                let (status, text, after) = match result {
+                    Ok(mut r) => {
+                        let (status, t, after) = crate::http::read_answer(&mut r, 1000);
+                        (Some(status), t, after)
+                    }
+                    Err(e) => (None, e.to_string(), None),
+                };
+                let answer = Answer {
+                    id: p.id,
+                    url: p.url,
+                    status,
+                    text,
+                    after,
+                };
+                if answer_tx.send(answer).is_err() {
+                    break;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => (Some(post_tx), answers),
+        Err(e) => {
+            log::error!("outbox: cannot start its HTTP thread ({e}); reports wait in the outbox");
+            (None, crossbeam_channel::never())
         }
     }
 }
@@ -746,7 +885,9 @@ mod tests {
         let mut o = outbox(&dir, dead, clock, Duration::from_secs(600));
         o.s.finish_urls = vec![url.clone()];
         for e in o.entries.values_mut() {
-            e.urls = vec![url.clone()];
+            for t in &mut e.urls {
+                t.url = url.clone();
+            }
         }
         o.deliver_due();
         let sent = posted(&bodies, 1);
@@ -770,6 +911,62 @@ mod tests {
         assert_eq!(sent[1]["time"], json!(rfc3339(WRONG_MS)));
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&dir2);
+    }
+
+    /// An API on loopback that answers every POST with `status` and `Retry-After: {after}`;
+    /// returns its URL and the number of requests it has had.
+    fn refusing_api(status: u16, after: &'static str) -> (String, Arc<Mutex<usize>>) {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/finish", server.server_addr());
+        let count = Arc::new(Mutex::new(0usize));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for req in server.incoming_requests() {
+                if let Ok(mut n) = seen.lock() {
+                    *n += 1;
+                }
+                let header = tiny_http::Header::from_bytes("Retry-After", after);
+                let mut resp = tiny_http::Response::from_string("busy").with_status_code(status);
+                if let Ok(h) = header {
+                    resp.add_header(h);
+                }
+                let _ = req.respond(resp);
+            }
+        });
+        (url, count)
+    }
+
+    #[test]
+    fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
+        for (status, after) in [(503, "0"), (429, "Wed, 21 Oct 2015 07:28:00 GMT")] {
+            let dir = tmp(&format!("retry-after-{status}"));
+            let (url, count) = refusing_api(status, after);
+            let (clock, flag) = flag_clock(&dir);
+            std::fs::write(&flag, b"").expect("flag");
+            assert!(clock.refresh());
+            let mut o = outbox(&dir, &url, clock, Duration::from_secs(600));
+            let mut event = unsynced_finish(None);
+            if let Payload::Finish(e) = &mut event {
+                e.unsynced = false;
+            }
+            assert!(o.add(event).is_some());
+            let (_tx, rx) = crossbeam_channel::bounded::<OutboxItem>(1);
+            let (stop, shutdown) = crossbeam_channel::bounded::<()>(0);
+            let live = crate::status::Liveness::default();
+            let beat = live.register("outbox");
+            let h = std::thread::spawn(move || o.run(rx, Vec::new(), shutdown, beat));
+            std::thread::sleep(Duration::from_secs(4));
+            drop(stop);
+            h.join().expect("join");
+            let n = count.lock().map(|n| *n).unwrap_or(0);
+            println!("HTTP {status} with Retry-After `{after}`: {n} POSTs in 4 s");
+            // Waits of at least 1 s, doubling: 0, 1, 2..3 s (and perhaps 3..4 s).
+            assert!(
+                (2..=4).contains(&n),
+                "{n} POSTs in 4 s for one item answered {status}, Retry-After {after}"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct BatchWriter {
     /// listed again is a new batch (a re-dye), not the old one still waiting to be removed.
     unlisted_since_confirm: bool,
     waiting_logged: bool,
+    /// Stamps writes and confirmations; made before the clock is synchronized, they carry
+    /// `unsynced` and the outbox holds their confirmation for the clock.
     clock: Arc<Clock>,
 }
 
@@ -100,6 +102,7 @@ impl BatchWriter {
         shadow: bool,
         path: PathBuf,
         audit: PathBuf,
+        clock: Arc<Clock>,
     ) -> Self {
         let state = state::load(&path).unwrap_or_default();
         BatchWriter {
@@ -115,13 +118,8 @@ impl BatchWriter {
             pending: None,
             unlisted_since_confirm: false,
             waiting_logged: false,
-            clock: Arc::new(Clock::trusted()),
+            clock,
         }
-    }
-
-    /// Stamp writes with `clock` (the default trusts the system clock).
-    pub fn set_clock(&mut self, clock: Arc<Clock>) {
-        self.clock = clock;
     }
 
     pub fn state(&self) -> &WriterState {
@@ -487,6 +485,7 @@ mod tests {
             false,
             dir.join("w.json"),
             dir.join("audit.jsonl"),
+            Arc::new(crate::clock::Clock::trusted()),
         )
     }
 

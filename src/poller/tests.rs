@@ -72,7 +72,18 @@ fn poller(cfg: &Config, dead: Vec<u8>) -> (Poller, Shared<Vec<u8>>, Vec<Shared<M
         .map(|_| Arc::new(Mutex::new(MachineStatus::default())))
         .collect();
     let (tx, _rx) = crossbeam_channel::bounded(64);
-    (Poller::new(cfg, 0, Box::new(t), &st, tx), log, st)
+    (
+        Poller::new(
+            cfg,
+            0,
+            Box::new(t),
+            &st,
+            tx,
+            Arc::new(crate::clock::Clock::trusted()),
+        ),
+        log,
+        st,
+    )
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! Outcomes: 2xx acknowledged; 413 halves the request size; 400/422 bisect the request to
 //! isolate the bad lines, which are set aside with the reason (`rejected.lp` in the state
 //! directory) while the rest is resent; 401/403/404 keep the data and log loudly; 429/5xx and
-//! network errors back off (capped, with jitter; `Retry-After` wins).
+//! network errors back off (capped, with jitter; a longer `Retry-After` wins, a shorter one,
+//! `0` or a past date does not shorten the wait, which is at least 1 s).
 //!
 //! Batches stamped while the clock was not trusted (`clock`) are held in memory with their
 //! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
@@ -18,7 +19,7 @@ pub mod buffer;
 pub mod sink;
 pub mod spool;
 
-use crate::backoff::Backoff;
+use crate::backoff::{retry_wait, Backoff};
 use crate::clock::{wall_ms, Clock};
 use crate::status::{lock, unix_ms, Beat, UploaderStatus};
 use buffer::Buffer;
@@ -94,11 +95,12 @@ impl Uploader {
         mut sink: Box<dyn Sink>,
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,
+        clock: Arc<Clock>,
     ) -> Self {
         {
             let mut st = lock(&status);
             st.sink = sink.describe();
-            st.clock_synced = true;
+            st.clock_synced = clock.is_synced();
         }
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
@@ -117,7 +119,7 @@ impl Uploader {
             settings,
             buffer,
             status,
-            clock: Arc::new(Clock::trusted()),
+            clock,
             held: VecDeque::new(),
             held_points: 0,
             batch,
@@ -130,13 +132,6 @@ impl Uploader {
             points: None,
             beat: None,
         }
-    }
-
-    /// Use `clock` to decide when held batches can be stamped (the default trusts the clock).
-    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
-        lock(&self.status).clock_synced = clock.is_synced();
-        self.clock = clock;
-        self
     }
 
     fn push(&mut self, batch: Batch) {
@@ -345,9 +340,9 @@ impl Uploader {
                         self.backoff.next_delay().max(Duration::from_secs(5)),
                     ),
                     Outcome::Retry { after, reason } => {
-                        (reason.clone(), after.unwrap_or_else(|| self.backoff.next_delay()))
+                        (reason.clone(), retry_wait(*after, &mut self.backoff))
                     }
-                    _ => ("unexpected answer".into(), self.backoff.next_delay()),
+                    _ => ("unexpected answer".into(), retry_wait(None, &mut self.backoff)),
                 };
                 if self.last_problem.as_deref() != Some(text.as_str()) {
                     if matches!(o, Outcome::Refused(..)) {

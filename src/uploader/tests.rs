@@ -48,6 +48,7 @@ fn uploader(
         }),
         Box::new(MemoryBuffer::new(1000)),
         status.clone(),
+        Arc::new(crate::clock::Clock::trusted()),
     );
     (u, bodies, status)
 }
@@ -189,6 +190,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
         }),
         Box::new(recovered),
         status.clone(),
+        Arc::new(crate::clock::Clock::trusted()),
     );
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
     let live = crate::status::Liveness::default();
