@@ -5,7 +5,7 @@
 //! never touches a device. Bad input (malformed JSON, HTTP errors, an unknown machine, a name
 //! that does not fit or has characters the HMI cannot show) is logged once per distinct
 //! problem and skipped; nothing is written. A machine listed twice in one answer gets only
-//! its first entry.
+//! its first valid entry.
 
 use super::{BatchOrder, Command};
 use crate::config::{BatchWrite, Config};
@@ -231,23 +231,15 @@ impl Fetcher {
         }
         let mut sent = Vec::new();
         let mut listed = HashSet::new();
-        // The first entry of each machine, by name: a machine listed twice gets its first
-        // entry on every fetch, never one and then the other.
+        // The first valid entry of each machine, by name: a machine listed twice gets the same
+        // entry on every fetch, never one and then the other. Bad entries are reported on their
+        // own and do not count.
         let mut first: Vec<(usize, String)> = Vec::new();
         for e in entries {
             let Some(index) = self.machines.iter().position(|(n, _)| *n == e.machine) else {
                 self.problem_once(format!("unknown machine `{}`", e.machine));
                 continue;
             };
-            if let Some((_, kept)) = first.iter().find(|(i, _)| *i == index) {
-                let kept = kept.clone();
-                self.problem_once(format!(
-                    "machine `{}` is listed more than once; its first entry (`{kept}`) is used, `{}` is skipped",
-                    e.machine, e.name
-                ));
-                continue;
-            }
-            first.push((index, e.name.clone()));
             listed.insert(index);
             let Some(bw) = self.machines[index].1.clone() else {
                 self.problem_once(format!(
@@ -260,6 +252,15 @@ impl Fetcher {
                 self.problem_once(format!("machine `{}`: {p}", e.machine));
                 continue;
             }
+            if let Some((_, kept)) = first.iter().find(|(i, _)| *i == index) {
+                let kept = kept.clone();
+                self.problem_once(format!(
+                    "machine `{}` is listed more than once; its first valid entry (`{kept}`) is used, `{}` is skipped",
+                    e.machine, e.name
+                ));
+                continue;
+            }
+            first.push((index, e.name.clone()));
             let order = BatchOrder {
                 machine: index,
                 name: e.name,
