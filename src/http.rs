@@ -58,7 +58,7 @@ pub fn read_answer(
 }
 
 /// Keep at most `keep` bytes of `text`, cut on a character boundary.
-fn cut(text: &mut String, keep: usize) {
+pub fn cut(text: &mut String, keep: usize) {
     if keep < text.len() {
         let at = (0..=keep)
             .rev()
