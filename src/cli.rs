@@ -134,6 +134,10 @@ pub fn main() -> i32 {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
+        // The HTTP client logs request URIs with their query (an API key) at debug and the
+        // raw request bytes at trace: never below info, whatever RUST_LOG says.
+        .filter_module("ureq", log::LevelFilter::Info)
+        .filter_module("ureq_proto", log::LevelFilter::Info)
         .init();
     let result = match &cli.command {
         Command::Run { duration } => run(&cli, *duration),
@@ -437,7 +441,7 @@ pub fn summary(path: &Path, c: &Config) -> String {
                         .unwrap_or_default()
                 ),
             };
-            let _ = writeln!(o, "influxdb: {} ({api})", i.url);
+            let _ = writeln!(o, "influxdb: {} ({api})", crate::http::redact_url(&i.url));
         }
         (None, Some(p)) => {
             let _ = writeln!(

@@ -358,13 +358,14 @@ impl Outbox {
         }
         if self.s.shadow {
             let body = self.body(&payload);
-            for url in &urls {
+            let shown: Vec<String> = urls.iter().map(|u| crate::http::redact_url(u)).collect();
+            for url in &shown {
                 log::info!("shadow mode: would POST {body} to {url} (Idempotency-Key {id})");
             }
             super::audit::record(
                 &self.s.audit,
                 &serde_json::json!({"time": rfc3339(crate::clock::wall_ms()), "action": "post", "shadow": true,
-                    "machine": payload.machine(), "urls": urls, "body": body, "idempotency_key": id}),
+                    "machine": payload.machine(), "urls": shown, "body": body, "idempotency_key": id}),
             );
             return Some(id);
         }
@@ -465,6 +466,8 @@ impl Outbox {
             let urls = entry.urls.clone();
             let what = entry.payload.describe();
             for url in urls {
+                // The URL as logged and shown (it may hold credentials).
+                let shown = crate::http::redact_url(&url);
                 let result = self
                     .agent
                     .post(&url)
@@ -480,10 +483,10 @@ impl Outbox {
                 };
                 let record = match status {
                     Some(200..=299) => {
-                        log::info!("{what}: delivered to {url}");
+                        log::info!("{what}: delivered to {shown}");
                         if let Ok(mut st) = self.status.lock() {
                             st.delivered += 1;
-                            st.last_result = format!("{url}: HTTP {}", status.unwrap_or(0));
+                            st.last_result = format!("{shown}: HTTP {}", status.unwrap_or(0));
                         }
                         Some(Record::Sent {
                             id: id.clone(),
@@ -491,10 +494,10 @@ impl Outbox {
                         })
                     }
                     Some(s @ 400..=499) if s != 408 && s != 429 => {
-                        log::error!("{what}: {url} refused it with HTTP {s}: {text}; set aside, not retried");
+                        log::error!("{what}: {shown} refused it with HTTP {s}: {text}; set aside, not retried");
                         if let Ok(mut st) = self.status.lock() {
                             st.set_aside += 1;
-                            st.last_result = format!("{url}: HTTP {s} (set aside)");
+                            st.last_result = format!("{shown}: HTTP {s} (set aside)");
                         }
                         Some(Record::Failed {
                             id: id.clone(),
@@ -513,13 +516,13 @@ impl Outbox {
                             e.next_try = Instant::now() + wait;
                             if e.last_problem.as_deref() != Some(problem.as_str()) {
                                 log::warn!(
-                                    "{what}: {url} failed ({problem}); retrying in {wait:?}"
+                                    "{what}: {shown} failed ({problem}); retrying in {wait:?}"
                                 );
                                 e.last_problem = Some(problem.clone());
                             }
                         }
                         if let Ok(mut st) = self.status.lock() {
-                            st.last_result = format!("{url}: {problem}");
+                            st.last_result = format!("{shown}: {problem}");
                         }
                         None
                     }

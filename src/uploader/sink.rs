@@ -202,7 +202,7 @@ impl InfluxSink {
                 (!token.is_empty()).then(|| format!("Token {}", token.expose())),
                 format!(
                     "InfluxDB v2 API at {} (org {org}, bucket {bucket})",
-                    cfg.url
+                    crate::http::redact_url(&cfg.url)
                 ),
             ),
             InfluxApi::V1 {
@@ -221,7 +221,10 @@ impl InfluxSink {
                         base64(format!("{u}:{}", password.expose()).as_bytes())
                     )
                 }),
-                format!("InfluxDB 1.x API at {} (database {database})", cfg.url),
+                format!(
+                    "InfluxDB 1.x API at {} (database {database})",
+                    crate::http::redact_url(&cfg.url)
+                ),
             ),
         };
         InfluxSink {
