@@ -261,6 +261,9 @@ impl Uploader {
         if n == 0 {
             return;
         }
+        // A rejection's message can be long (it names every unparsable line).
+        let mut problem = problem.to_string();
+        crate::http::cut(&mut problem, 500);
         let kept = self.rejected.as_mut().map(|f| {
             f.append(entry)
                 .map(|()| f.path().display().to_string())
