@@ -460,7 +460,7 @@ pub fn summary(path: &Path, c: &Config) -> String {
                         .unwrap_or_default()
                 ),
             };
-            let _ = writeln!(o, "influxdb: {} ({api})", i.url);
+            let _ = writeln!(o, "influxdb: {} ({api})", crate::http::redact_url(&i.url));
         }
         (None, Some(p)) => {
             let _ = writeln!(

@@ -2,10 +2,58 @@
 //! `ring`, certificate verification always on, Mozilla's roots by default or the plant's own
 //! CA bundle (`tls.ca_file`), no redirects (a write must not be replayed somewhere else), a
 //! global timeout per request. Plain HTTP is used only where a URL says `http://`.
+//!
+//! `redact_url` is the one way a URL is shown (logs, `check`, the status page, the outbox's
+//! results, the audit trail): the user info and every query value may be credentials.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+
+/// A URL as it may be shown: user info becomes `***@` and every query value `***`
+/// (`https://***@host/path?api_key=***`). The scheme, host, port, path and query keys stay,
+/// so a technician can still tell which endpoint is meant.
+pub fn redact_url(url: &str) -> String {
+    // Without `://` (a typo) there is no telling where the host ends: everything up to the
+    // query is treated as the authority.
+    let (scheme, rest, ends) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..], &['/', '?', '#'][..]),
+        None => ("", url, &['?', '#'][..]),
+    };
+    let end = rest.find(ends).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str("***");
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let (before_fragment, fragment) = rest.split_at(rest.find('#').unwrap_or(rest.len()));
+    match before_fragment.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let parts: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}=***"),
+                    // A bare item may be a token on its own.
+                    None if kv.is_empty() => String::new(),
+                    None => "***".to_string(),
+                })
+                .collect();
+            out.push_str(&parts.join("&"));
+        }
+        None => out.push_str(before_fragment),
+    }
+    if !fragment.is_empty() {
+        out.push_str("#***");
+    }
+    out
+}
 
 /// Read a PEM bundle; every certificate in it becomes a trusted root.
 pub fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
@@ -58,7 +106,7 @@ pub fn read_answer(
 }
 
 /// Keep at most `keep` bytes of `text`, cut on a character boundary.
-fn cut(text: &mut String, keep: usize) {
+pub fn cut(text: &mut String, keep: usize) {
     if keep < text.len() {
         let at = (0..=keep)
             .rev()
@@ -95,6 +143,30 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_user_info_or_query_values() {
+        for (url, shown) in [
+            ("http://influx:8086", "http://influx:8086"),
+            (
+                "https://user:pa55@api.plant.local:8443/batch/finish",
+                "https://***@api.plant.local:8443/batch/finish",
+            ),
+            (
+                "http://api/strings?api_key=s3cret&site=2",
+                "http://api/strings?api_key=***&site=***",
+            ),
+            ("http://tok@api/x?s3cret#frag", "http://***@api/x?***#***"),
+            // An @ in the path is not user info; one in the authority is, up to the last.
+            ("http://api/a@b", "http://api/a@b"),
+            ("http://u:p@ss@api/", "http://***@api/"),
+            // Not even a URL (a typo in the scheme): the same rules.
+            ("htp//user:pw@host/x?k=v", "***@host/x?k=***"),
+            ("user:pw@host/x", "***@host/x"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn a_kept_body_is_cut_on_a_character_boundary() {

@@ -30,6 +30,10 @@ pub fn init() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .format(format)
+        // The HTTP client logs request URIs with their query (an API key) at debug and the
+        // raw request bytes at trace: never below info, whatever RUST_LOG says.
+        .filter_module("ureq", log::LevelFilter::Info)
+        .filter_module("ureq_proto", log::LevelFilter::Info)
         .init();
 }
 

@@ -1021,3 +1021,80 @@ fn a_confirmation_made_before_the_clock_sync_is_held_until_it() {
         gw.dump()
     );
 }
+
+#[test]
+fn credentials_inside_urls_are_shown_nowhere() {
+    const API_PASS: &str = "Ap1-Pa55w0rd";
+    const API_KEY: &str = "K3y-0f-Th3-Plant";
+    const INFLUX_PASS: &str = "1nflux-Pa55";
+    let dir = TempDir::new("urlsecrets");
+    let peer = hmi_peer(&dir);
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    // Delivered to one URL, refused by the other, the batch list unavailable: each is logged
+    // with its URL and shown on the status page.
+    let api = FakeInflux2::start(|r, _| {
+        if r.path.starts_with("/strings") {
+            (503, vec![], json!({"error": "maintenance"}).to_string())
+        } else if r.path.starts_with("/trigger") {
+            (400, vec![], json!({"error": "unknown machine"}).to_string())
+        } else {
+            (200, vec![], json!({"ok": true}).to_string())
+        }
+    });
+    let status_port = free_ports(1)[0];
+    let base = format!("http://gw:{API_PASS}@127.0.0.1:{}", api.port);
+    let cfg = config(
+        &dir,
+        peer.port,
+        &api,
+        &influx,
+        json!({
+            "influxdb": {"url": format!("http://writer:{INFLUX_PASS}@127.0.0.1:{}", influx.port),
+                "org": "o", "bucket": "b", "token": "t"},
+            "api": {"batch_url": format!("{base}/batch/finish?api_key={API_KEY}"),
+                "trigger_url": format!("{base}/trigger?api_key={API_KEY}&site=2"),
+                "strings_url": format!("{base}/strings?api_key={API_KEY}"),
+                "strings_conf_url": format!("{base}/strings/confirm?api_key={API_KEY}"),
+                "poll_interval_s": 0.5, "timeout_s": 1},
+            "status": {"listen": format!("127.0.0.1:{status_port}")}
+        }),
+    );
+    let mut c = hmi(peer.port);
+    set(&mut c, PROCESS, &[101]);
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new(bin())
+            .args(["--config", &cfg, "run"])
+            .env("RUST_LOG", "trace"),
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    set(&mut c, PROCESS, &[305]);
+    let reported = wait_until(Duration::from_secs(30), || {
+        let log = gw.output();
+        log.contains("delivered to") && log.contains("refused it")
+    });
+    let status = ureq::get(&format!("http://127.0.0.1:{status_port}/status.json"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    gw.terminate(Duration::from_secs(10));
+    let check = gateway(&["--config", &cfg, "check"], &[]);
+    let shown = format!(
+        "{}\n--- status.json ---\n{status}\n--- check ---\n{}{}",
+        gw.output(),
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    assert!(reported, "the finish was not reported\n{shown}");
+    assert!(status.contains("uploader"), "no status page\n{shown}");
+    for secret in [API_PASS, API_KEY, INFLUX_PASS] {
+        assert!(!shown.contains(secret), "{secret} is shown:\n{shown}");
+    }
+    // The URLs are still shown, redacted.
+    assert!(shown.contains("http://***@127.0.0.1"), "{shown}");
+    assert!(shown.contains("api_key=***"), "{shown}");
+    // The API did receive the key: it goes on the wire, only there.
+    assert!(api.requests().iter().any(|r| r.path.contains(API_KEY)));
+}

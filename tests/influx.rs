@@ -288,3 +288,109 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
         );
     }
 }
+
+/// influxd's own counters (`/debug/vars`, the `httpd` entry): write requests received.
+fn influx_write_requests(influx: &Influxd) -> u64 {
+    let text = ureq::get(&format!("{}/debug/vars", influx.url()))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v.as_object()
+        .into_iter()
+        .flat_map(|o| o.iter())
+        .filter(|(k, _)| k.starts_with("httpd"))
+        .filter_map(|(_, s)| s["values"]["writeReq"].as_u64())
+        .sum()
+}
+
+#[test]
+fn a_field_type_conflict_is_set_aside_once_without_flooding_influxdb() {
+    let influx = Influxd::start();
+    let dir = TempDir::new("conflict");
+    let port = free_ports(1)[0];
+    // `temperature` is a float for the gateway; InfluxDB already holds it as a string in the
+    // current shard, so every high_frequency_data point of this run conflicts.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let pre = ureq::post(&format!(
+        "{}/write?db={}&precision=ms",
+        influx.url(),
+        influx.db
+    ))
+    .send(format!(
+        "high_frequency_data,machine=JET temperature=\"hot\" {now_ms}"
+    ));
+    assert!(
+        pre.is_ok_and(|r| r.status().as_u16() == 204),
+        "pre-write failed"
+    );
+    let cfg = json!({
+        "state_dir": dir.path(),
+        "influxdb": {"url": influx.url(), "api": "v1", "database": influx.db, "flush_interval_s": 1},
+        "machines": [{"name": "JET", "ip_address": "127.0.0.1", "port": port, "poll_interval_s": 0.2,
+            "registers": [
+                {"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "scale": 0.1, "measurement": "high_frequency_data"},
+                {"name": "seam", "kind": "holding", "address": 1, "type": "uint16", "measurement": "high_frequency_data"}
+            ]}]
+    });
+    let path = dir.write("machines.json", &cfg.to_string());
+    let c = path.to_str().unwrap_or_default().to_string();
+    let sim = Proc::spawn(
+        "simulate",
+        std::process::Command::new(bin()).args(["--config", &c, "simulate", "--step", "0.5"]),
+        dir.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "{}",
+        sim.dump()
+    );
+    let before = influx_write_requests(&influx);
+    let run_s = 6.0;
+    let out = gateway(
+        &["--config", &c, "run", "--duration", &run_s.to_string()],
+        &[],
+    );
+    let requests = influx_write_requests(&influx) - before;
+    let log = text(&out.stderr);
+    let dump = format!("{log}\n{}", sim.dump());
+    // The uploader's (other tests may hold the default status page's port meanwhile).
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("uploader"))
+        .count();
+    let aside = std::fs::read_to_string(dir.path().join("rejected.lp")).unwrap_or_default();
+    let aside_points = aside
+        .lines()
+        .filter(|l| l.starts_with("high_frequency_data"))
+        .count();
+    eprintln!(
+        "field type conflict over {run_s} s: {requests} write requests, {errors} ERROR lines, \
+         {aside_points} points set aside ({} bytes)",
+        aside.len()
+    );
+    // One write request per flush (1 s) and the last one on shutdown, not a bisection.
+    assert!(
+        requests <= run_s as u64 + 4,
+        "{requests} write requests in {run_s} s\n{dump}"
+    );
+    assert_eq!(errors, 1, "one ERROR line for the one conflict\n{dump}");
+    assert!(
+        log.contains("temperature") && log.contains("high_frequency_data"),
+        "the ERROR line names the measurement and field\n{dump}"
+    );
+    assert!(aside_points >= 5, "conflicting points set aside\n{aside}");
+    // The other measurement in the same requests was stored (a partial write).
+    assert!(
+        !influx.rows("SELECT * FROM machine_state").is_empty(),
+        "{dump}"
+    );
+}

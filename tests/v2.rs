@@ -140,6 +140,40 @@ fn a_400_naming_a_bad_line_is_isolated_by_splitting() {
 }
 
 #[test]
+fn a_422_partial_write_is_not_resent() {
+    // InfluxDB 2 stores the points it can and answers 422 for a field type conflict, naming
+    // the field and counting the points it dropped.
+    let dir = TempDir::new("v2partial");
+    let fake = FakeInflux2::start(|r, _| {
+        let dropped = r.body.lines().filter(|l| l.contains("BAD")).count();
+        if dropped == 0 {
+            return (204, vec![], String::new());
+        }
+        let message = format!(
+            "failure writing points to database: partial write: field type conflict: input field \"v\" on measurement \"m\" is type string, already exists as type integer dropped={dropped}"
+        );
+        (
+            422,
+            vec![],
+            json!({"code": "unprocessable entity", "message": message}).to_string(),
+        )
+    });
+    let mut ls = lines(20);
+    ls.insert(4, "m,machine=x v=\"BAD\" 1700000000004".into());
+    ls.insert(15, "m,machine=x v=\"BAD too\" 1700000000015".into());
+    let st = upload(&fake, ls, 1000, &dir);
+    assert_eq!(fake.requests().len(), 1, "a partial write is not resent");
+    assert_eq!(st.rejected, 2);
+    assert_eq!(st.points_written, 20);
+    let aside = std::fs::read_to_string(dir.path().join("rejected.lp")).unwrap_or_default();
+    assert_eq!(
+        aside.lines().filter(|l| l.contains("BAD")).count(),
+        2,
+        "{aside}"
+    );
+}
+
+#[test]
 fn a_413_makes_write_requests_smaller() {
     let dir = TempDir::new("v2big");
     let fake = FakeInflux2::start(|r, _| {

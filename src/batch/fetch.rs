@@ -178,7 +178,7 @@ impl Fetcher {
         if new {
             log::warn!(
                 "new batches from {}: {text}; skipped, nothing written",
-                self.url
+                crate::http::redact_url(&self.url)
             );
         }
     }
@@ -207,7 +207,7 @@ impl Fetcher {
                 if self.last_problem.as_deref() != Some(p.as_str()) {
                     log::warn!(
                         "new batches from {}: {p}; nothing written, retrying",
-                        self.url
+                        crate::http::redact_url(&self.url)
                     );
                     self.last_problem = Some(p);
                 }
@@ -215,7 +215,10 @@ impl Fetcher {
             }
         };
         if self.last_problem.take().is_some() {
-            log::info!("new batches from {}: reachable again", self.url);
+            log::info!(
+                "new batches from {}: reachable again",
+                crate::http::redact_url(&self.url)
+            );
         }
         let (f_m, f_b, f_i) = self.fields.clone();
         let (entries, problems) = match parse(&text, &f_m, &f_b, &f_i) {

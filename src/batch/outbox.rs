@@ -425,13 +425,14 @@ impl Outbox {
         }
         if self.s.shadow {
             let body = self.body(&payload);
-            for url in &urls {
+            let shown: Vec<String> = urls.iter().map(|u| crate::http::redact_url(u)).collect();
+            for url in &shown {
                 log::info!("shadow mode: would POST {body} to {url} (Idempotency-Key {id})");
             }
             super::audit::record(
                 &self.s.audit,
                 &serde_json::json!({"time": rfc3339(crate::clock::wall_ms()), "action": "post", "shadow": true,
-                    "machine": payload.machine(), "urls": urls, "body": body, "idempotency_key": id}),
+                    "machine": payload.machine(), "urls": shown, "body": body, "idempotency_key": id}),
             );
             return Some(id);
         }
@@ -580,22 +581,24 @@ impl Outbox {
         let Some(what) = self.entries.get(&id).map(|e| e.payload.describe()) else {
             return;
         };
+        // The URL as logged and shown (it may hold credentials).
+        let shown = crate::http::redact_url(&url);
         let record = match status {
             Some(s @ 200..=299) => {
-                log::info!("{what}: delivered to {url}");
+                log::info!("{what}: delivered to {shown}");
                 if let Ok(mut st) = self.status.lock() {
                     st.delivered += 1;
-                    st.last_result = format!("{url}: HTTP {s}");
+                    st.last_result = format!("{shown}: HTTP {s}");
                 }
                 Some(Record::Sent { id, url })
             }
             Some(s @ 400..=499) if s != 408 && s != 429 => {
                 log::error!(
-                    "{what}: {url} refused it with HTTP {s}: {text}; set aside, not retried"
+                    "{what}: {shown} refused it with HTTP {s}: {text}; set aside, not retried"
                 );
                 if let Ok(mut st) = self.status.lock() {
                     st.set_aside += 1;
-                    st.last_result = format!("{url}: HTTP {s} (set aside)");
+                    st.last_result = format!("{shown}: HTTP {s} (set aside)");
                 }
                 Some(Record::Failed {
                     id,
@@ -617,12 +620,12 @@ impl Outbox {
                     let wait = crate::backoff::retry_wait(after, &mut t.backoff);
                     t.next_try = Instant::now() + wait;
                     if t.last_problem.as_deref() != Some(problem.as_str()) {
-                        log::warn!("{what}: {url} failed ({problem}); retrying in {wait:?}");
+                        log::warn!("{what}: {shown} failed ({problem}); retrying in {wait:?}");
                         t.last_problem = Some(problem.clone());
                     }
                 }
                 if let Ok(mut st) = self.status.lock() {
-                    st.last_result = format!("{url}: {problem}");
+                    st.last_result = format!("{shown}: {problem}");
                 }
                 None
             }

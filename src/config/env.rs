@@ -178,6 +178,8 @@ pub fn overlay(
         let shown = match (&value, var.secret) {
             (None, _) => "-".to_string(),
             (Some(v), true) => Secret::new(v.clone()).to_string(),
+            // A URL may hold credentials (user info, an API key in the query).
+            (Some(v), false) if var.key.ends_with("url") => crate::http::redact_url(v),
             (Some(v), false) => v.clone(),
         };
         out.push(Provenance {

@@ -711,7 +711,13 @@ fn shared_state_file(
 
 fn validate_url(c: &mut Check, path: &str, url: &str) {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        c.err(path, format!("`{url}` is not an http:// or https:// URL"));
+        c.err(
+            path,
+            format!(
+                "`{}` is not an http:// or https:// URL",
+                crate::http::redact_url(url)
+            ),
+        );
     }
 }
 

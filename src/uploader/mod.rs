@@ -5,28 +5,37 @@
 //! on a worker thread (`influx-http`), so while a request hangs the uploader keeps taking
 //! points, spilling them to disk and checking in with the watchdog.
 //!
-//! Outcomes: 2xx acknowledged; 413 halves the request size; 400/422 bisect the request to
-//! isolate the bad lines, which are set aside with the reason (`rejected.lp` in the state
-//! directory) while the rest is resent; 401/403/404 keep the data and log loudly; 429/5xx and
-//! network errors back off (capped, with jitter; a longer `Retry-After` wins, a shorter one,
-//! `0` or a past date does not shorten the wait, which is at least 1 s).
+//! Outcomes: 2xx acknowledged; 413 halves the request size; 401/403/404 keep the data and log
+//! loudly; 429/5xx and network errors back off (capped, with jitter; a longer `Retry-After`
+//! wins, a shorter one, `0` or a past date does not shorten the wait, which is at least 1 s).
+//! 400/422 (`Rejection`): the lines the server refused are set aside with the reason
+//! (`rejected.lp` in the state directory, capped and rotated, see `rejected`) and each kind of
+//! problem is logged once (a field type conflict once per measurement and field). After a
+//! *partial write* the server has stored everything else, so nothing is resent: the refused
+//! lines are those it names as unparsable, those whose field type conflicts with one it named
+//! (the types it names are remembered), and those that are not line protocol at all; any more
+//! it counts as dropped without naming them are noted as a number. Otherwise nothing was
+//! stored: the named lines are set aside and the rest resent, and when it names none the
+//! request is bisected to isolate them.
 //!
 //! Batches stamped while the clock was not trusted (`clock`) are held in memory with their
 //! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
 //! last flush and closing the buffer (the spool syncs what it holds).
 
 pub mod buffer;
+pub mod rejected;
 pub mod sink;
 pub mod spool;
 
 use crate::backoff::{retry_wait, Backoff};
 use crate::clock::{wall_ms, Clock};
+use crate::lineproto::FieldType;
 use crate::status::{lock, unix_ms, Beat, UploaderStatus};
 use buffer::Buffer;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use sink::{Outcome, Sink};
-use std::collections::VecDeque;
-use std::io::Write;
+use rejected::RejectedFile;
+use sink::{Outcome, Rejection, Sink};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -53,13 +62,16 @@ impl Batch {
 pub struct Settings {
     pub max_points_per_write: usize,
     pub flush_interval: Duration,
-    /// Where rejected lines are kept; `None` logs them instead.
+    /// Where rejected lines are kept (capped at `rejected::MAX_BYTES`); `None` drops them.
     pub rejected_file: Option<PathBuf>,
     /// How long the last flush may take on shutdown.
     pub shutdown_grace: Duration,
     /// Points held while the clock is not trusted, at most.
     pub hold_max_points: usize,
 }
+
+/// At most this many remembered field types and logged problems (then they start afresh).
+const REMEMBERED_MAX: usize = 1000;
 
 /// Result of sending one prefix of the buffer.
 enum Sent {
@@ -81,6 +93,13 @@ pub struct Uploader {
     retry_at: Option<Instant>,
     oldest_since: Option<Instant>,
     last_problem: Option<String>,
+    rejected: Option<RejectedFile>,
+    /// Field types InfluxDB named in field type conflicts: (measurement, field) -> stored type.
+    stored_types: HashMap<(String, String), FieldType>,
+    /// The rejection problems already logged (logged once each).
+    reported: HashSet<String>,
+    /// Lines set aside during the current write request.
+    set_aside_now: usize,
     /// The worker that makes the HTTP calls.
     http: Sender<String>,
     outcomes: Receiver<Outcome>,
@@ -115,8 +134,16 @@ impl Uploader {
                     }
                 }
             });
+        let rejected = settings
+            .rejected_file
+            .clone()
+            .map(|p| RejectedFile::new(p, rejected::MAX_BYTES));
         Uploader {
             settings,
+            rejected,
+            stored_types: HashMap::new(),
+            reported: HashSet::new(),
+            set_aside_now: 0,
             buffer,
             status,
             clock,
@@ -200,24 +227,196 @@ impl Uploader {
         })
     }
 
-    fn set_aside(&mut self, line: &str, reason: &str) {
+    /// Keep `lines` (each with its reason) in `rejected.lp`; log the problem `key` once.
+    fn set_aside(&mut self, key: &str, problem: &str, lines: &[(&str, &str)]) {
         let when = unix_ms(SystemTime::now());
-        let kept = self.settings.rejected_file.as_ref().and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .and_then(|mut f| writeln!(f, "# {when} {}\n{line}", reason.replace('\n', " ")))
-                .ok()
-                .map(|()| p.display().to_string())
-        });
-        match kept {
-            Some(p) => {
-                log::error!("InfluxDB rejected a point ({reason}); set aside in {p}: {line}")
-            }
-            None => log::error!("InfluxDB rejected a point ({reason}); dropped: {line}"),
+        let mut entry = String::new();
+        for (line, reason) in lines {
+            entry.push_str(&format!("# {when} {}\n{line}\n", reason.replace('\n', " ")));
         }
-        lock(&self.status).rejected += 1;
+        self.keep(key, problem, lines.len(), &entry);
+    }
+
+    /// Points the server dropped without saying which: noted in `rejected.lp` as a number.
+    fn note_unnamed(&mut self, n: usize, message: &str) {
+        let when = unix_ms(SystemTime::now());
+        let message = message.replace('\n', " ");
+        let entry = format!(
+            "# {when} InfluxDB dropped {n} more point(s) of a write request without naming them: {message}\n"
+        );
+        let problem = format!("InfluxDB dropped points without naming them ({message})");
+        let key = message
+            .rsplit_once(" dropped=")
+            .map_or(message.as_str(), |(k, _)| k)
+            .to_string();
+        self.keep(&format!("unnamed: {key}"), &problem, n, &entry);
+    }
+
+    fn keep(&mut self, key: &str, problem: &str, n: usize, entry: &str) {
+        if n == 0 {
+            return;
+        }
+        // A rejection's message can be long (it names every unparsable line).
+        let mut problem = problem.to_string();
+        crate::http::cut(&mut problem, 500);
+        let kept = self.rejected.as_mut().map(|f| {
+            f.append(entry)
+                .map(|()| f.path().display().to_string())
+                .map_err(|e| format!("{}: {e}", f.path().display()))
+        });
+        let whereto = match kept {
+            Some(Ok(p)) => format!("set aside in {p}"),
+            Some(Err(e)) => format!("dropped (cannot write {e})"),
+            None => "dropped".into(),
+        };
+        if self.reported.len() >= REMEMBERED_MAX {
+            self.reported.clear();
+        }
+        if self.reported.insert(key.to_string()) {
+            log::error!(
+                "InfluxDB rejected {n} point(s): {problem}; {whereto}. Logged once: later points refused for the same reason are only counted (`rejected` on the status page)"
+            );
+        } else {
+            log::debug!("InfluxDB rejected {n} point(s): {problem}; {whereto}");
+        }
+        self.set_aside_now += n;
+        lock(&self.status).rejected += n as u64;
+    }
+
+    /// A 400/422 answer to `lines`: set aside what the server refused, resend only what it
+    /// did not store.
+    fn rejected(&mut self, lines: &[String], r: Rejection) -> Sent {
+        // The types to check lines against: after a partial write, every type InfluxDB named
+        // so far (a wrong guess only copies a stored line into rejected.lp); otherwise only
+        // the one named now, since a line set aside then is never sent again.
+        let mut now_named = HashMap::new();
+        if let Some(c) = &r.conflict {
+            if self.stored_types.len() >= REMEMBERED_MAX {
+                self.stored_types.clear();
+            }
+            let k = (c.measurement.clone(), c.field.clone());
+            self.stored_types.insert(k.clone(), c.stored);
+            now_named.insert(k, c.stored);
+        }
+        let types = if r.partial {
+            std::mem::take(&mut self.stored_types)
+        } else {
+            now_named
+        };
+        // Index -> (problem key, reason).
+        let mut bad: BTreeMap<usize, (String, String)> = BTreeMap::new();
+        for (i, why) in r.unparsable(lines) {
+            bad.insert(
+                i,
+                (
+                    format!("lines it cannot parse ({why})"),
+                    format!("unable to parse: {why}"),
+                ),
+            );
+        }
+        let mut conflicts = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if bad.contains_key(&i) {
+                continue;
+            }
+            match crate::lineproto::read(l) {
+                None if r.partial => {
+                    bad.insert(
+                        i,
+                        (
+                            "lines that are not valid line protocol".into(),
+                            "not stored by a partial write: not valid line protocol".into(),
+                        ),
+                    );
+                }
+                None => {}
+                Some(read) => {
+                    let conflict = read.fields.iter().find_map(|(f, t)| {
+                        types
+                            .get(&(read.measurement.clone(), f.clone()))
+                            .filter(|s| *s != t)
+                            .map(|s| (f, t, s))
+                    });
+                    if let Some((f, t, s)) = conflict {
+                        conflicts += 1;
+                        let m = &read.measurement;
+                        bad.insert(
+                            i,
+                            (
+                                format!("field type conflict: field \"{f}\" of measurement \"{m}\" is {} in InfluxDB", s.name()),
+                                format!("field type conflict: field \"{f}\" of measurement \"{m}\" is {} here, {} in InfluxDB", t.name(), s.name()),
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if r.partial {
+            self.stored_types = types;
+        }
+        let mut groups: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+        for (i, (key, reason)) in &bad {
+            groups
+                .entry(key.as_str())
+                .or_default()
+                .push((lines[*i].as_str(), reason.as_str()));
+        }
+        for (key, group) in &groups {
+            self.set_aside(key, key, group);
+        }
+        if r.partial {
+            let unnamed = r.dropped.unwrap_or(0).saturating_sub(conflicts);
+            self.note_unnamed(unnamed, &r.message);
+            return Sent::Done(lines.len());
+        }
+        if bad.is_empty() {
+            return self.bisect(lines, r);
+        }
+        // Nothing was stored: send the rest again.
+        let rest: Vec<String> = (0..lines.len())
+            .filter(|i| !bad.contains_key(i))
+            .map(|i| lines[i].clone())
+            .collect();
+        let sent = if rest.is_empty() {
+            Sent::Done(0)
+        } else {
+            self.send(&rest)
+        };
+        match sent {
+            Sent::Done(_) => Sent::Done(lines.len()),
+            Sent::Partial(k, o) => {
+                // Done from the front: set aside, or among the first k of the rest.
+                let mut left = k;
+                let done = (0..lines.len())
+                    .take_while(|i| {
+                        bad.contains_key(i)
+                            || (left > 0 && {
+                                left -= 1;
+                                true
+                            })
+                    })
+                    .count();
+                Sent::Partial(done, o)
+            }
+        }
+    }
+
+    /// A rejection that names no line: split the request in two until each refused line is
+    /// alone.
+    fn bisect(&mut self, lines: &[String], r: Rejection) -> Sent {
+        if lines.len() == 1 {
+            let key = format!("{} (a point sent alone)", r.message.replace('\n', " "));
+            self.set_aside(&key, &key, &[(&lines[0], &r.message)]);
+            return Sent::Done(1);
+        }
+        let mid = lines.len() / 2;
+        match self.send(&lines[..mid]) {
+            Sent::Done(a) => match self.send(&lines[mid..]) {
+                Sent::Done(b) => Sent::Done(a + b),
+                Sent::Partial(b, o) => Sent::Partial(a + b, o),
+            },
+            p => p,
+        }
     }
 
     /// Take in whatever arrives and keep the buffer's housekeeping going for up to `wait`.
@@ -273,28 +472,16 @@ impl Uploader {
         }
     }
 
-    /// Send `lines`; on 400, bisect to find the bad ones.
+    /// Send `lines`; on 400/422, set aside what the server refused (see `rejected`).
     fn send(&mut self, lines: &[String]) -> Sent {
         let outcome = self.call(lines.join("\n"));
         lock(&self.status).write_requests += 1;
         match outcome {
             Outcome::Accepted => Sent::Done(lines.len()),
-            Outcome::Rejected(reason) if lines.len() == 1 => {
-                self.set_aside(&lines[0], &reason);
-                Sent::Done(1)
-            }
-            Outcome::Rejected(_) => {
-                let mid = lines.len() / 2;
-                match self.send(&lines[..mid]) {
-                    Sent::Done(a) => match self.send(&lines[mid..]) {
-                        Sent::Done(b) => Sent::Done(a + b),
-                        Sent::Partial(b, o) => Sent::Partial(a + b, o),
-                    },
-                    p => p,
-                }
-            }
+            Outcome::Rejected(r) => self.rejected(lines, r),
             Outcome::TooLarge if lines.len() == 1 => {
-                self.set_aside(&lines[0], "413 request too large for a single point");
+                let why = "413 request too large for a single point";
+                self.set_aside(why, why, &[(&lines[0], why)]);
                 Sent::Done(1)
             }
             Outcome::TooLarge => {
@@ -313,6 +500,7 @@ impl Uploader {
     fn flush_once(&mut self) {
         let n = self.batch.min(self.buffer.len());
         let lines: Vec<String> = self.buffer.peek(n).to_vec();
+        self.set_aside_now = 0;
         let (done, problem) = match self.send(&lines) {
             Sent::Done(d) => (d, None),
             Sent::Partial(d, o) => (d, Some(o)),
@@ -330,7 +518,10 @@ impl Uploader {
                         self.buffer.len()
                     );
                 }
-                format!("ok: {done} points")
+                match self.set_aside_now {
+                    0 => format!("ok: {done} points"),
+                    n => format!("ok: {} points, {n} rejected", done.saturating_sub(n)),
+                }
             }
             Some(Outcome::TooLarge) => "413: request size halved".into(),
             Some(o) => {
@@ -363,7 +554,7 @@ impl Uploader {
             self.oldest_since = None;
         }
         let mut st = lock(&self.status);
-        st.points_written += done as u64;
+        st.points_written += done.saturating_sub(self.set_aside_now) as u64;
         st.last_result = text;
     }
 

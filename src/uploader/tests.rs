@@ -1,7 +1,8 @@
 //! The uploader's handling of each write outcome, against a scripted sink.
 
 use super::buffer::MemoryBuffer;
-use super::sink::{Outcome, Sink};
+use super::rejected::RejectedFile;
+use super::sink::{Outcome, Rejection, Sink};
 use super::*;
 use std::sync::{Arc, Mutex};
 
@@ -77,7 +78,8 @@ fn a_rejected_line_is_found_by_bisection_and_the_rest_delivered() {
     let d = delivered.clone();
     let (mut u, bodies, st) = uploader(100, move |body, _| {
         if body.contains("v=5i") {
-            Outcome::Rejected("unable to parse".into())
+            // A rejection that names no line.
+            Outcome::Rejected(Rejection::parse("unable to parse"))
         } else {
             lock(&d).extend(body.lines().map(String::from));
             Outcome::Accepted
@@ -97,6 +99,98 @@ fn a_rejected_line_is_found_by_bisection_and_the_rest_delivered() {
     assert_eq!(got, want);
     // 8 -> 4+4 -> (2+2) -> (1+1): a bisection, not one request per line.
     assert!(lock(&bodies).len() <= 7, "{:?}", lock(&bodies));
+}
+
+/// Lines whose field `v` is a float.
+fn floats(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("m v={i}.5 {i}")).collect()
+}
+
+/// What InfluxDB 1.x answers when `v` holds floats and strings arrive: it stored the rest.
+fn conflict(dropped: usize) -> Outcome {
+    Outcome::Rejected(Rejection::parse(&format!(
+        r#"{{"error":"partial write: field type conflict: input field \"v\" on measurement \"m\" is type string, already exists as type float dropped={dropped}"}}"#
+    )))
+}
+
+#[test]
+fn a_partial_write_is_not_resent_and_only_the_conflicting_lines_are_set_aside() {
+    let dir = std::env::temp_dir().join(format!(
+        "dg-up-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (mut u, bodies, st) = uploader(100, |body, _| {
+        let n = body.lines().filter(|l| l.contains("v=\"")).count();
+        if n > 0 {
+            conflict(n)
+        } else {
+            Outcome::Accepted
+        }
+    });
+    u.rejected = Some(RejectedFile::new(dir.join("rejected.lp"), 1 << 20));
+    for round in 0..5 {
+        let mut ls = floats(10);
+        ls[3] = format!("m v=\"text\" {round}");
+        ls[7] = format!("m,t=x v=\"more\",w=1i {round}");
+        u.push(Batch::stamped(ls));
+        u.flush_once();
+        assert!(u.buffer.is_empty());
+    }
+    assert_eq!(
+        lock(&bodies).len(),
+        5,
+        "one write request per flush, no bisection"
+    );
+    let s = lock(&st).clone();
+    assert_eq!(s.rejected, 10);
+    assert_eq!(s.points_written, 40);
+    assert!(s.last_result.contains("2 rejected"), "{}", s.last_result);
+    let aside = std::fs::read_to_string(dir.join("rejected.lp")).unwrap_or_default();
+    let kept: Vec<&str> = aside.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(kept.len(), 10, "{aside}");
+    assert!(kept.iter().all(|l| l.contains("v=\"")), "{aside}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn points_a_partial_write_drops_without_naming_are_counted() {
+    // The answer names the conflict of `v` only; a `w` conflict is in its count alone.
+    let (mut u, bodies, st) = uploader(100, |_, _| conflict(3));
+    let mut ls = floats(6);
+    ls[1] = "m v=\"a\" 1".into();
+    ls[2] = "m v=true 2".into();
+    ls[4] = "m w=\"b\" 4".into();
+    u.push(Batch::stamped(ls));
+    u.flush_once();
+    assert!(u.buffer.is_empty());
+    assert_eq!(lock(&bodies).len(), 1);
+    assert_eq!(lock(&st).rejected, 3);
+    assert_eq!(lock(&st).points_written, 3);
+}
+
+#[test]
+fn lines_named_as_unparsable_are_set_aside_and_the_rest_resent_once() {
+    // InfluxDB 2 refuses the whole request when a line does not parse, naming it.
+    let (mut u, bodies, st) = uploader(100, |body, _| {
+        match body.lines().find(|l| l.starts_with("BAD")) {
+            Some(l) => Outcome::Rejected(Rejection::parse(&format!(
+                r#"{{"code":"invalid","message":"unable to parse '{l}': missing fields"}}"#
+            ))),
+            None => Outcome::Accepted,
+        }
+    });
+    let mut ls = lines(8);
+    ls[5] = "BAD line".into();
+    u.push(Batch::stamped(ls));
+    u.flush_once();
+    assert!(u.buffer.is_empty());
+    let b = lock(&bodies).clone();
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(b[1].lines().count(), 7);
+    assert_eq!(lock(&st).rejected, 1);
+    assert_eq!(lock(&st).points_written, 7);
 }
 
 #[test]
