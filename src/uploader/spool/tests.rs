@@ -108,3 +108,62 @@ fn an_unusable_state_directory_keeps_points_in_memory() {
     assert_eq!(s.peek(1), lines(2, 1).as_slice(), "the oldest went");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn a_damaged_record_is_skipped_counted_once_and_the_rest_delivered_in_order() {
+    let dir = tmp("damaged");
+    let mut s = spool(&dir, 0);
+    for poll in 0..10 {
+        s.push(lines(poll * 10, 10));
+        s.maintain();
+    }
+    assert_eq!(s.on_disk(), 100);
+    // Damage the checksum of record 42 while the spool is open.
+    let seg = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let mut at = 0;
+    for _ in 0..42 {
+        at += 8 + u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+            as usize;
+    }
+    bytes[at + 9] ^= 0x55;
+    std::fs::write(&seg, &bytes).expect("write");
+    s.push(lines(100, 5));
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let batch = s.peek(15).to_vec();
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch.iter().cloned());
+        s.ack(batch.len());
+    }
+    let want: Vec<String> = lines(0, 105)
+        .into_iter()
+        .filter(|l| !l.starts_with("m v=42i"))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(s.dropped(), 1);
+    assert!(s.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_partial_acknowledgement_never_acknowledges_more_than_was_handed_out() {
+    let dir = tmp("partial");
+    let mut s = spool(&dir, 0);
+    s.push(lines(0, 10));
+    s.maintain();
+    s.push(lines(10, 10));
+    assert_eq!(s.peek(15), lines(0, 15).as_slice());
+    // Everything left in memory is spilled while the request is out.
+    s.maintain();
+    s.ack(12);
+    assert_eq!(s.peek(100), lines(12, 8).as_slice());
+    assert_eq!(s.len(), 8);
+    let _ = std::fs::remove_dir_all(&dir);
+}
