@@ -119,3 +119,111 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
     assert_eq!(st.dropped, 1);
     assert_eq!(errors, 1, "{}", logs.dump("unreadable"));
 }
+
+/// Records in the segment files of `dir`, counted from the files themselves.
+fn records_on_disk(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)
+        .expect("spool dir")
+        .filter_map(|e| e.ok())
+    {
+        if e.path().extension().is_none_or(|x| x != "seg") {
+            continue;
+        }
+        let b = std::fs::read(e.path()).expect("segment");
+        let mut at = 0;
+        while at + 8 <= b.len() {
+            let len = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+            if at + 8 + len > b.len() {
+                break;
+            }
+            at += 8 + len;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A 64 KiB tmpfs mounted for the test, unmounted on drop.
+struct SmallDisk(TempDir);
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        let t = TempDir::new("small-disk");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(t.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(SmallDisk(t))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .output();
+    }
+}
+
+#[test]
+fn a_full_disk_loses_nothing_from_the_write_buffer_and_the_spooled_count_is_what_is_on_disk() {
+    let Some(disk) = SmallDisk::mount() else {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dir = disk.0.path().join("spool");
+    let mut spool = Spool::open(SpoolOptions {
+        dir: dir.clone(),
+        window: Duration::ZERO,
+        max_bytes: 16 << 20,
+        max_memory: 100_000,
+    });
+    let n = 2000;
+    let all: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "fulldisk,machine=JET-01 temperature=61.5,seq={i}i {}",
+                1_800_000_000_000i64 + i
+            )
+        })
+        .collect();
+    for poll in all.chunks(20) {
+        spool.push(poll.to_vec());
+        spool.maintain();
+    }
+    let on_disk = records_on_disk(&dir);
+    println!(
+        "full disk: {n} pushed, spooled {} (records in the files: {on_disk}), in memory {}, dropped {}, problem {:?}",
+        spool.on_disk(),
+        spool.len() as u64 - spool.on_disk(),
+        spool.dropped(),
+        spool.problem()
+    );
+    assert!(spool.problem().is_some(), "the full disk is reported");
+    assert!(on_disk > 0);
+    assert_eq!(
+        spool.on_disk(),
+        on_disk,
+        "the spooled count is what is on disk"
+    );
+    assert_eq!(
+        spool.len() as u64 + spool.dropped(),
+        n as u64,
+        "every point kept or counted"
+    );
+    // Deliver everything: disk first, then memory, in order, nothing missing.
+    let mut got = Vec::new();
+    for _ in 0..1000 {
+        let batch = spool.peek(100).to_vec();
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch.iter().cloned());
+        spool.ack(batch.len());
+    }
+    println!("full disk: {} of {n} delivered afterwards", got.len());
+    assert_eq!(got.len() as u64 + spool.dropped(), n as u64);
+    assert_eq!(got, all, "in order, none lost");
+}

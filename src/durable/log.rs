@@ -4,6 +4,11 @@
 //!
 //! - **Append** goes through a buffer; `sync` flushes and `fdatasync`s. The caller chooses the
 //!   fsync policy (the spool syncs once per window, the outbox after every record).
+//! - **Write errors** (a full disk): when an append, a flush or a sync fails, every record
+//!   appended since the last successful `sync` is taken back: the buffer is discarded, the
+//!   segment truncated to its synced length and the sequence numbers reused. The log is then
+//!   exactly as at that sync, so the caller still holding those records (the spool keeps its
+//!   lines until `sync` succeeds) loses nothing and writes nothing twice.
 //! - **Recovery** on open: every segment is scanned. A record that is cut short or fails its
 //!   checksum with no valid record after it is a torn tail (a power cut mid-write): the file
 //!   is truncated there, and the lost bytes are counted, never fatal.
@@ -83,6 +88,9 @@ pub struct Log {
     persisted_ack: u64,
     read: Option<ReadPos>,
     unsynced: bool,
+    /// State at the last successful sync (or open), restored after a write error:
+    /// (next seq, first seq of the last segment, its length).
+    mark: (u64, u64, u64),
     /// Records deleted by the size bound before they were acknowledged.
     pub dropped: u64,
     /// Records skipped by `read` because they could not be read (damaged on disk).
@@ -250,11 +258,13 @@ impl Log {
             persisted_ack: acked,
             read: None,
             unsynced: false,
+            mark: (0, 0, 0),
             dropped: 0,
             unreadable: 0,
             bytes_written: 0,
         };
         log.delete_acked_segments()?;
+        log.set_mark();
         Ok((log, recovery))
     }
 
@@ -314,8 +324,57 @@ impl Log {
             .ok_or_else(|| io::Error::other("no segment open"))
     }
 
-    /// Append one record; returns its seq. Durable only after `sync`.
+    /// Remember the current state as the one to return to after a write error.
+    fn set_mark(&mut self) {
+        let (first, bytes) = self.segments.back().map_or((0, 0), |s| (s.first, s.bytes));
+        self.mark = (self.next_seq, first, bytes);
+    }
+
+    /// Take back every record appended since the last successful sync (see the module
+    /// comment). Truncating frees space, so it works on a full disk; its own errors leave at
+    /// worst a torn tail, which recovery cuts off.
+    fn rollback(&mut self) {
+        let (next_seq, first, bytes) = self.mark;
+        // Discard what is buffered without writing it.
+        if let Some(w) = self.writer.take() {
+            let _ = w.into_parts();
+        }
+        while self
+            .segments
+            .back()
+            .is_some_and(|s| s.first >= next_seq && s.first != first)
+        {
+            if let Some(s) = self.segments.pop_back() {
+                let _ = fs::remove_file(&s.path);
+            }
+        }
+        if let Some(s) = self.segments.back_mut() {
+            if s.first == first && s.bytes > bytes {
+                s.records = next_seq.saturating_sub(s.first);
+                s.bytes = bytes;
+                let _ = OpenOptions::new()
+                    .write(true)
+                    .open(&s.path)
+                    .and_then(|f| f.set_len(bytes));
+            }
+        }
+        self.next_seq = self.next_seq.min(next_seq.max(self.acked));
+        self.acked = self.acked.min(self.next_seq);
+        self.unsynced = false;
+        self.read = None;
+    }
+
+    /// Append one record; returns its seq. Durable only after `sync`. On an error, the
+    /// records appended since the last sync are taken back.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+        let r = self.append_buffered(payload);
+        if r.is_err() {
+            self.rollback();
+        }
+        r
+    }
+
+    fn append_buffered(&mut self, payload: &[u8]) -> io::Result<u64> {
         if payload.len() > MAX_RECORD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -341,23 +400,33 @@ impl Log {
         Ok(seq)
     }
 
+    /// Write the buffer to the file; on an error, take back what was not synced.
     fn flush(&mut self) -> io::Result<()> {
         if let Some(w) = self.writer.as_mut() {
-            w.flush()?;
+            if let Err(e) = w.flush() {
+                self.rollback();
+                return Err(e);
+            }
         }
         Ok(())
     }
 
-    /// Flush and fdatasync what was appended.
+    /// Flush and fdatasync what was appended. On an error, every record appended since the
+    /// last successful sync is taken back (the caller still has them).
     pub fn sync(&mut self) -> io::Result<()> {
         if !self.unsynced {
+            self.set_mark();
             return Ok(());
         }
         self.flush()?;
         if let Some(w) = self.writer.as_ref() {
-            w.get_ref().sync_data()?;
+            if let Err(e) = w.get_ref().sync_data() {
+                self.rollback();
+                return Err(e);
+            }
         }
         self.unsynced = false;
+        self.set_mark();
         Ok(())
     }
 

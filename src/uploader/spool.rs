@@ -164,15 +164,21 @@ impl Spool {
         self.mem_popped += n as u64;
     }
 
-    /// Move lines older than `age` to disk and sync.
-    fn spill(&mut self, age: Duration) {
+    /// Move lines older than `age` to disk and sync. Lines leave memory only once the sync
+    /// succeeded; on a write error the log takes back what it had buffered (see
+    /// `durable::log`), so nothing is lost or written twice, and the disk is tried again
+    /// after 30 s (`force`: now, on shutdown).
+    fn spill(&mut self, age: Duration, force: bool) {
+        let now = Instant::now();
+        if self.problem.is_some() && now < self.reopen_at && !force {
+            return;
+        }
         let Some(log) = self.log.as_mut() else {
             return;
         };
-        let now = Instant::now();
         let mut wrote = 0;
         let mut first_seq = None;
-        let mut err = None;
+        let mut result = Ok(());
         while let Some((t, line)) = self.mem.get(wrote) {
             if now.duration_since(*t) < age {
                 break;
@@ -183,27 +189,47 @@ impl Spool {
                     wrote += 1;
                 }
                 Err(e) => {
-                    err = Some(e);
+                    result = Err(e);
                     break;
                 }
             }
         }
-        if let Some(seq) = first_seq {
-            self.inflight.spilled.push((self.mem_popped, seq, wrote));
-        }
-        self.mem.drain(..wrote);
-        self.mem_popped += wrote as u64;
-        let wrote = wrote > 0;
-        if wrote && err.is_none() {
-            if let Err(e) = log.sync() {
-                err = Some(e);
-            }
+        if wrote > 0 && result.is_ok() {
+            result = log.sync();
             self.last_sync = now;
         }
-        if let Some(e) = err {
-            self.fail(e);
+        match result {
+            Ok(()) => {
+                if let Some(seq) = first_seq {
+                    self.inflight.spilled.push((self.mem_popped, seq, wrote));
+                }
+                self.pop_mem(wrote);
+                if wrote == 0 {
+                    // Nothing was there to try: try again later.
+                    self.reopen_at = now + Duration::from_secs(30);
+                } else if self.problem.take().is_some() {
+                    log::info!("spool {}: writable again", self.opts.dir.display());
+                }
+            }
+            Err(e) => self.write_failed(e),
         }
         self.trim_cache();
+    }
+
+    /// The log could not be written (a full disk): it is kept for delivering what it holds,
+    /// new points stay in memory, and the disk is tried again later.
+    fn write_failed(&mut self, e: io::Error) {
+        let text = format!(
+            "spool {} cannot be written: {e}; its {} points are still delivered, new points are kept in memory (at most {}) and the disk is tried again every 30 s",
+            self.opts.dir.display(),
+            self.disk_pending(),
+            self.opts.max_memory
+        );
+        if self.problem.is_none() {
+            log::error!("{text}");
+        }
+        self.problem = Some(text);
+        self.reopen_at = Instant::now() + Duration::from_secs(30);
     }
 
     /// Bytes written to the spool since start (flash wear).
@@ -216,7 +242,7 @@ impl Buffer for Spool {
     fn push(&mut self, lines: Vec<String>) {
         let now = Instant::now();
         self.mem.extend(lines.into_iter().map(|l| (now, l)));
-        if self.log.is_none() {
+        if self.log.is_none() || self.problem.is_some() {
             let over = self.mem.len().saturating_sub(self.opts.max_memory);
             if over > 0 {
                 self.pop_mem(over);
@@ -333,12 +359,14 @@ impl Buffer for Spool {
         // Spill in batches: once the oldest line is a window old, everything older than half
         // a window goes, so the disk sees about two syncs per window during an outage.
         let window = self.opts.window;
-        if self
-            .mem
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) >= window)
+        let retry = self.problem.is_some() && self.log.is_some() && now >= self.reopen_at;
+        if retry
+            || self
+                .mem
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= window)
         {
-            self.spill(window / 2);
+            self.spill(window / 2, false);
         }
         if now.duration_since(self.last_ack_persist) >= window {
             if let Some(log) = self.log.as_mut() {
@@ -348,15 +376,15 @@ impl Buffer for Spool {
             }
             self.last_ack_persist = now;
         }
-        let mut next = self.mem.front().map(|(t, _)| *t + window);
-        if self.log.is_none() && self.problem.is_some() {
-            next = Some(next.map_or(self.reopen_at, |n| n.min(self.reopen_at)));
+        if self.problem.is_some() {
+            // Nothing to do before the disk is tried again.
+            return Some(self.reopen_at);
         }
-        next
+        self.mem.front().map(|(t, _)| *t + window)
     }
 
     fn close(&mut self) {
-        self.spill(Duration::ZERO);
+        self.spill(Duration::ZERO, true);
         if let Some(log) = self.log.as_mut() {
             let _ = log.sync();
             let _ = log.persist_ack();
