@@ -32,6 +32,7 @@ fn settings() -> Settings {
         rejected_file: None,
         shutdown_grace: Duration::from_secs(5),
         hold_max_points: 1000,
+        hold_max_bytes: 1 << 20,
     }
 }
 
@@ -58,6 +59,7 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
         window: Duration::ZERO,
         max_bytes: 1 << 20,
         max_memory: 10_000,
+        max_memory_bytes: 64 << 20,
     });
     let run = fastrand::u32(..);
     let base = dyeing_gateway::clock::wall_ms() - 10_000;
@@ -179,6 +181,7 @@ fn a_full_disk_loses_nothing_from_the_write_buffer_and_the_spooled_count_is_what
         window: Duration::ZERO,
         max_bytes: 16 << 20,
         max_memory: 100_000,
+        max_memory_bytes: 64 << 20,
     });
     let n = 2000;
     let all: Vec<String> = (0..n)

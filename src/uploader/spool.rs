@@ -13,7 +13,7 @@
 //! When the state directory cannot be written (read-only, disk full), the spool says so,
 //! keeps what it can in memory (bounded; the oldest go, counted) and retries the disk later.
 
-use super::buffer::Buffer;
+use super::buffer::{point_bytes, Buffer};
 use crate::durable::{Log, LogOptions};
 use std::collections::VecDeque;
 use std::io;
@@ -24,8 +24,11 @@ pub struct SpoolOptions {
     pub dir: PathBuf,
     pub window: Duration,
     pub max_bytes: u64,
-    /// Lines kept in memory when the disk cannot be used.
+    /// Most lines kept in memory (deprecated count bound; `usize::MAX` for none).
     pub max_memory: usize,
+    /// Most bytes of lines kept in memory (`buffer::point_bytes`). Beyond it the lines go to
+    /// disk early; when the disk cannot be used the oldest are dropped and counted.
+    pub max_memory_bytes: usize,
 }
 
 /// The lines of the last `peek`: first records from disk, then lines from memory.
@@ -43,6 +46,20 @@ struct Inflight {
     spilled: Vec<(u64, u64, usize)>,
 }
 
+impl SpoolOptions {
+    /// The defaults of the configuration, for tests.
+    #[cfg(test)]
+    pub fn defaults_for_test() -> SpoolOptions {
+        SpoolOptions {
+            dir: PathBuf::new(),
+            window: Duration::from_secs(1),
+            max_bytes: 1 << 30,
+            max_memory: usize::MAX,
+            max_memory_bytes: super::buffer::DEFAULT_BUFFER_BYTES,
+        }
+    }
+}
+
 pub struct Spool {
     opts: SpoolOptions,
     log: Option<Log>,
@@ -50,6 +67,8 @@ pub struct Spool {
     /// Lines ever removed from the front of `mem` (spilled, delivered or dropped): the id of
     /// `mem.front()`.
     mem_popped: u64,
+    /// `point_bytes` of the lines in `mem`.
+    mem_bytes: usize,
     /// Records read from disk, with their seqs, in order; all at or above the log's `acked`.
     cache: VecDeque<(u64, String)>,
     /// The next seq to read from the log: every record below it is in `cache`, acknowledged,
@@ -76,6 +95,7 @@ impl Spool {
             log: None,
             mem: VecDeque::new(),
             mem_popped: 0,
+            mem_bytes: 0,
             cache: VecDeque::new(),
             read_next: 0,
             peek_buf: Vec::new(),
@@ -126,9 +146,9 @@ impl Spool {
 
     fn fail(&mut self, e: io::Error) {
         let text = format!(
-            "spool {} unusable: {e}; keeping points in memory (at most {})",
+            "spool {} unusable: {e}; keeping points in memory (at most {} MiB)",
             self.opts.dir.display(),
-            self.opts.max_memory
+            self.opts.max_memory_bytes >> 20
         );
         if self.problem.as_deref() != Some(text.as_str()) {
             log::error!("{text}");
@@ -160,7 +180,9 @@ impl Spool {
     /// Remove `n` lines from the front of memory.
     fn pop_mem(&mut self, n: usize) {
         let n = n.min(self.mem.len());
-        self.mem.drain(..n);
+        for (_, l) in self.mem.drain(..n) {
+            self.mem_bytes -= point_bytes(&l);
+        }
         self.mem_popped += n as u64;
     }
 
@@ -220,10 +242,10 @@ impl Spool {
     /// new points stay in memory, and the disk is tried again later.
     fn write_failed(&mut self, e: io::Error) {
         let text = format!(
-            "spool {} cannot be written: {e}; its {} points are still delivered, new points are kept in memory (at most {}) and the disk is tried again every 30 s",
+            "spool {} cannot be written: {e}; its {} points are still delivered, new points are kept in memory (at most {} MiB) and the disk is tried again every 30 s",
             self.opts.dir.display(),
             self.disk_pending(),
-            self.opts.max_memory
+            self.opts.max_memory_bytes >> 20
         );
         if self.problem.is_none() {
             log::error!("{text}");
@@ -241,18 +263,35 @@ impl Spool {
 impl Buffer for Spool {
     fn push(&mut self, lines: Vec<String>) {
         let now = Instant::now();
-        self.mem.extend(lines.into_iter().map(|l| (now, l)));
-        if self.log.is_none() || self.problem.is_some() {
-            let over = self.mem.len().saturating_sub(self.opts.max_memory);
-            if over > 0 {
-                self.pop_mem(over);
-                self.dropped_mem += over as u64;
-                if self.dropped_mem == over as u64 || self.dropped_mem % 10_000 < over as u64 {
-                    log::error!(
-                        "spool unusable and memory full: {} points dropped so far",
-                        self.dropped_mem
-                    );
-                }
+        for l in lines {
+            self.mem_bytes += point_bytes(&l);
+            self.mem.push_back((now, l));
+        }
+        let full =
+            |s: &Spool| s.mem_bytes > s.opts.max_memory_bytes || s.mem.len() > s.opts.max_memory;
+        if full(self) && self.log.is_some() && self.problem.is_none() {
+            // Memory is full before the window is over: to disk now.
+            self.spill(Duration::ZERO, false);
+        }
+        let (mut bytes, mut len, mut over) = (self.mem_bytes, self.mem.len(), 0);
+        while bytes > self.opts.max_memory_bytes || len > self.opts.max_memory {
+            let Some((_, l)) = self.mem.get(over) else {
+                break;
+            };
+            bytes -= point_bytes(l);
+            len -= 1;
+            over += 1;
+        }
+        if over > 0 {
+            self.pop_mem(over);
+            self.dropped_mem += over as u64;
+            if self.dropped_mem == over as u64 || self.dropped_mem % 10_000 < over as u64 {
+                log::error!(
+                    "spool {} unusable and memory full ({} MiB): the oldest points were dropped, {} so far",
+                    self.opts.dir.display(),
+                    self.opts.max_memory_bytes >> 20,
+                    self.dropped_mem
+                );
             }
         }
     }

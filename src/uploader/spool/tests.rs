@@ -18,6 +18,7 @@ fn spool(dir: &std::path::Path, window_ms: u64) -> Spool {
         window: Duration::from_millis(window_ms),
         max_bytes: 1 << 20,
         max_memory: 1000,
+        max_memory_bytes: 64 << 20,
     })
 }
 
@@ -96,6 +97,7 @@ fn an_unusable_state_directory_keeps_points_in_memory() {
         window: Duration::from_millis(10),
         max_bytes: 1 << 20,
         max_memory: 8,
+        max_memory_bytes: 64 << 20,
     });
     assert!(s.problem().is_some_and(|p| p.contains("unusable")));
     s.push(lines(0, 5));
@@ -166,4 +168,65 @@ fn a_partial_acknowledgement_never_acknowledges_more_than_was_handed_out() {
     assert_eq!(s.peek(100), lines(12, 8).as_slice());
     assert_eq!(s.len(), 8);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn memory_is_bounded_in_bytes_with_defaults_that_fit_the_unit() {
+    // The disk cannot be used: everything stays in memory, as in the worst case.
+    let base = tmp("rss");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let blocker = base.join("spool");
+    std::fs::write(&blocker, b"not a directory").expect("write");
+    let mut s = Spool::open(SpoolOptions {
+        dir: blocker.clone(),
+        window: Duration::from_secs(1),
+        max_bytes: 1 << 30,
+        ..SpoolOptions::defaults_for_test()
+    });
+    let before = rss_kib();
+    let n = 600_000;
+    let mut pushed = 0;
+    while pushed < n {
+        let poll: Vec<String> = (pushed..pushed + 150)
+            .map(|i| {
+                format!(
+                    "high_frequency_data,machine=JET-{:02},site=mill-1 temperature={}.5,seam={}i {}",
+                    i % 50,
+                    60 + i % 40,
+                    i % 7,
+                    1_800_000_000_000u64 + i as u64
+                )
+            })
+            .collect();
+        s.push(poll);
+        pushed += 150;
+    }
+    let grew = rss_kib().saturating_sub(before);
+    println!(
+        "memory bound: {n} points pushed, {} kept, {} dropped, RSS grew {} KiB ({} bytes per pushed point)",
+        s.len(),
+        s.dropped(),
+        grew,
+        grew * 1024 / n as u64
+    );
+    assert_eq!(
+        s.len() as u64 + s.dropped(),
+        n as u64,
+        "every point kept or counted"
+    );
+    assert!(s.dropped() > 0, "the oldest were dropped");
+    assert!(grew < 40 << 10, "RSS grew {grew} KiB");
+    let _ = std::fs::remove_dir_all(&base);
 }
