@@ -10,8 +10,12 @@
 //! `peek` handed out (by seq, remembered at `peek`), never more, even when memory lines were
 //! spilled to disk while the request was out.
 //!
-//! When the state directory cannot be written (read-only, disk full), the spool says so,
-//! keeps what it can in memory (bounded; the oldest go, counted) and retries the disk later.
+//! Memory is bounded in bytes (`max_memory_bytes`, `buffer::point_bytes`): past it, lines go
+//! to disk before the window is over. When the state directory cannot be written (read-only,
+//! disk full), the spool says so, keeps what it can in memory (within the same bound; the
+//! oldest go, counted) and retries the disk every 30 s. A failed write or sync loses nothing:
+//! lines leave memory only once synced, and the log takes back what it had buffered; the log
+//! stays open, so what is already on disk is still delivered and counted as spooled.
 
 use super::buffer::{point_bytes, Buffer};
 use crate::durable::{Log, LogOptions};
