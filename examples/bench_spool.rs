@@ -40,6 +40,7 @@ fn spool(dir: &std::path::Path, window: Duration) -> Spool {
         window,
         max_bytes: 4 << 30,
         max_memory: 1_000_000,
+        max_memory_bytes: 64 << 20,
     })
 }
 
@@ -61,6 +62,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
             rejected_file: None,
             shutdown_grace: Duration::from_secs(5),
             hold_max_points: 1000,
+            hold_max_bytes: 1 << 20,
         },
         Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)),
         Box::new(sp),

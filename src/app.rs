@@ -200,5 +200,6 @@ pub fn uploader_settings(config: &Config) -> Settings {
         rejected_file: Some(config.state_dir.join("rejected.lp")),
         shutdown_grace: Duration::from_secs(5),
         hold_max_points: config.clock.hold_max_points,
+        hold_max_bytes: config.clock.hold_max_bytes,
     }
 }

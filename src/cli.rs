@@ -233,6 +233,7 @@ fn start_generation(config: &Config) -> Result<Generation, String> {
         window: influx.fsync_window,
         max_bytes: influx.spool_max_bytes,
         max_memory: influx.buffer_max_points,
+        max_memory_bytes: influx.buffer_max_bytes,
     });
     let clock = Arc::new(Clock::new(config.clock.check.clone()));
     let running = app::start(

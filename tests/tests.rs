@@ -11,6 +11,7 @@ mod faults;
 mod influx;
 mod rtu;
 mod secrets;
+mod spool;
 mod status;
 mod systemd;
 mod tcp;

@@ -310,8 +310,10 @@ pub struct Influx {
     pub max_points_per_write: usize,
     pub flush_interval: Duration,
     pub timeout: Duration,
-    /// Points kept in memory when the spool cannot be used.
+    /// Points kept in memory at most (deprecated count bound; `usize::MAX` when not set).
     pub buffer_max_points: usize,
+    /// Bytes of points kept in memory at most (`uploader::buffer::point_bytes`).
+    pub buffer_max_bytes: usize,
     pub spool_max_bytes: u64,
     /// Points not delivered within this window are written to the spool and synced: the most
     /// a crash or power cut can lose.
@@ -330,7 +332,10 @@ pub struct StatusPage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClockSettings {
     pub check: crate::clock::SyncCheck,
+    /// Deprecated count bound; `usize::MAX` when not set.
     pub hold_max_points: usize,
+    /// Bytes of points held at most (`uploader::buffer::point_bytes`).
+    pub hold_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -781,7 +786,7 @@ fn validate_influx(c: &mut Check, r: &RawInflux) -> (Option<Influx>, Option<Conf
     if max_points_per_write == 0 {
         c.err("$.influxdb.max_points_per_write", "must be at least 1");
     }
-    let buffer_max_points = r.buffer_max_points.unwrap_or(500_000);
+    let buffer_max_points = r.buffer_max_points.unwrap_or(usize::MAX);
     if buffer_max_points < max_points_per_write {
         c.err(
             "$.influxdb.buffer_max_points",
@@ -799,6 +804,12 @@ fn validate_influx(c: &mut Check, r: &RawInflux) -> (Option<Influx>, Option<Conf
         ),
         timeout: c.secs("$.influxdb.timeout_s", r.timeout_s, Duration::from_secs(10)),
         buffer_max_points,
+        buffer_max_bytes: mebibytes(
+            c,
+            "$.influxdb.buffer_max_mb",
+            r.buffer_max_mb,
+            crate::uploader::buffer::DEFAULT_BUFFER_BYTES,
+        ),
         spool_max_bytes: match r.spool_max_mb {
             Some(0) => {
                 c.err("$.influxdb.spool_max_mb", "must be at least 1");
@@ -895,7 +906,27 @@ fn validate_clock(c: &mut Check, r: &RawClock) -> ClockSettings {
     };
     ClockSettings {
         check,
-        hold_max_points: r.hold_max_points.unwrap_or(200_000),
+        hold_max_points: r.hold_max_points.unwrap_or(usize::MAX),
+        hold_max_bytes: mebibytes(
+            c,
+            "$.clock.hold_max_mb",
+            r.hold_max_mb,
+            crate::uploader::buffer::DEFAULT_HOLD_BYTES,
+        ),
+    }
+}
+
+/// A memory bound in MiB (fractions allowed), at least 0.1 MiB, as bytes.
+fn mebibytes(c: &mut Check, at: &str, v: Option<f64>, default: usize) -> usize {
+    match v {
+        None => default,
+        Some(mb) if mb.is_finite() && (0.1..=4096.0).contains(&mb) => {
+            (mb * (1 << 20) as f64) as usize
+        }
+        Some(_) => {
+            c.err(at, "must be between 0.1 and 4096 (MiB)");
+            default
+        }
     }
 }
 

@@ -53,7 +53,9 @@ pub struct RawInflux {
     pub max_points_per_write: Option<usize>,
     pub flush_interval_s: Option<f64>,
     pub timeout_s: Option<f64>,
+    /// Deprecated: `buffer_max_mb` bounds memory in bytes.
     pub buffer_max_points: Option<usize>,
+    pub buffer_max_mb: Option<f64>,
     pub spool_max_mb: Option<u64>,
     pub fsync_window_s: Option<f64>,
 }
@@ -64,7 +66,9 @@ pub struct RawClock {
     /// `auto`, `timesyncd`, `file` or `off`.
     pub sync_check: Option<String>,
     pub sync_file: Option<String>,
+    /// Deprecated: `hold_max_mb` bounds memory in bytes.
     pub hold_max_points: Option<usize>,
+    pub hold_max_mb: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

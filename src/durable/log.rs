@@ -4,9 +4,18 @@
 //!
 //! - **Append** goes through a buffer; `sync` flushes and `fdatasync`s. The caller chooses the
 //!   fsync policy (the spool syncs once per window, the outbox after every record).
-//! - **Recovery** on open: every segment is scanned; a record that is cut short or fails its
-//!   checksum ends the segment there (a torn tail after a power cut): the file is truncated,
-//!   and the lost bytes are counted, never fatal.
+//! - **Write errors** (a full disk): when an append, a flush or a sync fails, every record
+//!   appended since the last successful `sync` is taken back: the buffer is discarded, the
+//!   segment truncated to its synced length and the sequence numbers reused. The log is then
+//!   exactly as at that sync, so the caller still holding those records (the spool keeps its
+//!   lines until `sync` succeeds) loses nothing and writes nothing twice.
+//! - **Recovery** on open: every segment is scanned. A record that is cut short or fails its
+//!   checksum with no valid record after it is a torn tail (a power cut mid-write): the file
+//!   is truncated there, and the lost bytes are counted, never fatal.
+//! - **Unreadable records**: a damaged record with valid records after it (a bad checksum, a
+//!   garbage length, a bad sector) is skipped: reading searches for the next valid record
+//!   (`resync`), the damaged stretch keeps its sequence numbers (counted in `unreadable`, logged
+//!   once when skipped) and everything after it is read as usual. A reader never stalls on one.
 //! - **Acknowledgement**: `ack(seq)` says every record below `seq` is done. Whole segments
 //!   below it are deleted; the ack position is kept in the file `ack` (written to a temporary
 //!   file and renamed, so it is always whole), at most as often as the caller persists it.
@@ -48,6 +57,9 @@ pub struct Recovery {
     pub torn_bytes: u64,
     /// Segments with a torn tail.
     pub torn_segments: u64,
+    /// Damaged stretches found in the middle of segments (each one takes one sequence number
+    /// and is skipped when read).
+    pub unreadable: u64,
 }
 
 #[derive(Debug)]
@@ -76,8 +88,13 @@ pub struct Log {
     persisted_ack: u64,
     read: Option<ReadPos>,
     unsynced: bool,
+    /// State at the last successful sync (or open), restored after a write error:
+    /// (next seq, first seq of the last segment, its length).
+    mark: (u64, u64, u64),
     /// Records deleted by the size bound before they were acknowledged.
     pub dropped: u64,
+    /// Records skipped by `read` because they could not be read (damaged on disk).
+    pub unreadable: u64,
     /// Bytes appended since open (for the flash-wear figures).
     pub bytes_written: u64,
 }
@@ -86,45 +103,111 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:016x}.seg"))
 }
 
-/// Scan a segment: (records, valid length). Stops at the first torn or corrupt record.
-fn scan(path: &Path) -> io::Result<(u64, u64, u64)> {
+/// What `read_record` found at the current position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rec {
+    /// A whole record with a good checksum, this many bytes long on disk.
+    Good(u64),
+    /// A clean end of the file.
+    End,
+    /// Cut short, a garbage length or a bad checksum.
+    Bad,
+}
+
+/// Scan a segment: (records, valid length, file size, unreadable stretches). A damaged record
+/// followed by a valid one is counted as one unreadable record and passed over; one with
+/// nothing valid after it ends the segment (the valid length stops there: a torn tail).
+fn scan(path: &Path) -> io::Result<(u64, u64, u64, u64)> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut r = BufReader::new(file);
-    let (mut records, mut valid) = (0u64, 0u64);
+    let (mut records, mut offset, mut unreadable) = (0u64, 0u64, 0u64);
     let mut payload = Vec::new();
-    while let Ok(Some(n)) = read_record(&mut r, &mut payload) {
-        records += 1;
-        valid += n;
+    loop {
+        match read_record(&mut r, &mut payload)? {
+            Rec::Good(n) => {
+                records += 1;
+                offset += n;
+            }
+            Rec::End => break,
+            Rec::Bad => match resync(path, offset + 1, size)? {
+                Some(next) => {
+                    records += 1;
+                    unreadable += 1;
+                    offset = next;
+                    r.seek(SeekFrom::Start(next))?;
+                }
+                None => break,
+            },
+        }
     }
-    Ok((records, valid, size))
+    Ok((records, offset, size, unreadable))
 }
 
-/// Read one record into `payload`; `Ok(None)` at a clean end, or when the record is torn or
-/// fails its checksum. Returns the record's size on disk.
-fn read_record<R: Read>(r: &mut R, payload: &mut Vec<u8>) -> io::Result<Option<u64>> {
+/// Read one record into `payload`. Returns its size on disk, a clean end, or `Bad` when it is
+/// cut short, its length is garbage or its checksum fails.
+fn read_record<R: Read>(r: &mut R, payload: &mut Vec<u8>) -> io::Result<Rec> {
     let mut h = [0u8; HEADER];
     let mut got = 0;
     while got < HEADER {
         let n = r.read(&mut h[got..])?;
         if n == 0 {
-            return Ok(None);
+            return Ok(if got == 0 { Rec::End } else { Rec::Bad });
         }
         got += n;
     }
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     if len > MAX_RECORD {
-        return Ok(None);
+        return Ok(Rec::Bad);
     }
     payload.resize(len, 0);
     if r.read_exact(payload).is_err() {
-        return Ok(None);
+        return Ok(Rec::Bad);
     }
     if crc32fast::hash(payload) != crc {
-        return Ok(None);
+        return Ok(Rec::Bad);
     }
-    Ok(Some((HEADER + len) as u64))
+    Ok(Rec::Good((HEADER + len) as u64))
+}
+
+/// The offset of the first valid record at or after `from` in the file at `path` (of `size`
+/// bytes), if any: a header with a plausible, non-zero length whose payload has the right
+/// checksum. Reads windows of at most two records' worth, so memory stays bounded.
+fn resync(path: &Path, from: u64, size: u64) -> io::Result<Option<u64>> {
+    let mut f = File::open(path)?;
+    let span = MAX_RECORD + HEADER;
+    let mut start = from;
+    let mut buf = Vec::new();
+    while start + HEADER as u64 <= size {
+        let want = ((size - start) as usize).min(2 * span);
+        let at_end = start + want as u64 == size;
+        buf.resize(want, 0);
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf)?;
+        // Every candidate below `limit` has its whole record inside the window.
+        let limit = if at_end { want } else { span };
+        for i in 0..limit {
+            let Some(h) = buf.get(i..i + HEADER) else {
+                break;
+            };
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            if len == 0 || len > MAX_RECORD {
+                continue;
+            }
+            if let Some(p) = buf.get(i + HEADER..i + HEADER + len) {
+                if crc32fast::hash(p) == crc {
+                    return Ok(Some(start + i as u64));
+                }
+            }
+        }
+        if at_end {
+            break;
+        }
+        start += limit as u64;
+    }
+    Ok(None)
 }
 
 impl Log {
@@ -144,7 +227,8 @@ impl Log {
         let mut segments = VecDeque::new();
         for first in firsts {
             let path = segment_path(dir, first);
-            let (records, valid, size) = scan(&path)?;
+            let (records, valid, size, unreadable) = scan(&path)?;
+            recovery.unreadable += unreadable;
             if valid < size {
                 recovery.torn_bytes += size - valid;
                 recovery.torn_segments += 1;
@@ -174,10 +258,13 @@ impl Log {
             persisted_ack: acked,
             read: None,
             unsynced: false,
+            mark: (0, 0, 0),
             dropped: 0,
+            unreadable: 0,
             bytes_written: 0,
         };
         log.delete_acked_segments()?;
+        log.set_mark();
         Ok((log, recovery))
     }
 
@@ -237,8 +324,57 @@ impl Log {
             .ok_or_else(|| io::Error::other("no segment open"))
     }
 
-    /// Append one record; returns its seq. Durable only after `sync`.
+    /// Remember the current state as the one to return to after a write error.
+    fn set_mark(&mut self) {
+        let (first, bytes) = self.segments.back().map_or((0, 0), |s| (s.first, s.bytes));
+        self.mark = (self.next_seq, first, bytes);
+    }
+
+    /// Take back every record appended since the last successful sync (see the module
+    /// comment). Truncating frees space, so it works on a full disk; its own errors leave at
+    /// worst a torn tail, which recovery cuts off.
+    fn rollback(&mut self) {
+        let (next_seq, first, bytes) = self.mark;
+        // Discard what is buffered without writing it.
+        if let Some(w) = self.writer.take() {
+            let _ = w.into_parts();
+        }
+        while self
+            .segments
+            .back()
+            .is_some_and(|s| s.first >= next_seq && s.first != first)
+        {
+            if let Some(s) = self.segments.pop_back() {
+                let _ = fs::remove_file(&s.path);
+            }
+        }
+        if let Some(s) = self.segments.back_mut() {
+            if s.first == first && s.bytes > bytes {
+                s.records = next_seq.saturating_sub(s.first);
+                s.bytes = bytes;
+                let _ = OpenOptions::new()
+                    .write(true)
+                    .open(&s.path)
+                    .and_then(|f| f.set_len(bytes));
+            }
+        }
+        self.next_seq = self.next_seq.min(next_seq.max(self.acked));
+        self.acked = self.acked.min(self.next_seq);
+        self.unsynced = false;
+        self.read = None;
+    }
+
+    /// Append one record; returns its seq. Durable only after `sync`. On an error, the
+    /// records appended since the last sync are taken back.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+        let r = self.append_buffered(payload);
+        if r.is_err() {
+            self.rollback();
+        }
+        r
+    }
+
+    fn append_buffered(&mut self, payload: &[u8]) -> io::Result<u64> {
         if payload.len() > MAX_RECORD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -264,23 +400,33 @@ impl Log {
         Ok(seq)
     }
 
+    /// Write the buffer to the file; on an error, take back what was not synced.
     fn flush(&mut self) -> io::Result<()> {
         if let Some(w) = self.writer.as_mut() {
-            w.flush()?;
+            if let Err(e) = w.flush() {
+                self.rollback();
+                return Err(e);
+            }
         }
         Ok(())
     }
 
-    /// Flush and fdatasync what was appended.
+    /// Flush and fdatasync what was appended. On an error, every record appended since the
+    /// last successful sync is taken back (the caller still has them).
     pub fn sync(&mut self) -> io::Result<()> {
         if !self.unsynced {
+            self.set_mark();
             return Ok(());
         }
         self.flush()?;
         if let Some(w) = self.writer.as_ref() {
-            w.get_ref().sync_data()?;
+            if let Err(e) = w.get_ref().sync_data() {
+                self.rollback();
+                return Err(e);
+            }
         }
         self.unsynced = false;
+        self.set_mark();
         Ok(())
     }
 
@@ -303,11 +449,29 @@ impl Log {
         Ok(())
     }
 
-    /// Read up to `max` records starting at `from` (at least `acked`), in order.
+    /// Read up to `max` records starting at `from` (at least `acked`), in order. Unreadable
+    /// records are skipped (see `read_records`).
     pub fn read(&mut self, from: u64, max: usize, out: &mut Vec<Vec<u8>>) -> io::Result<()> {
+        let mut recs = Vec::new();
+        self.read_records(from, max, &mut recs)?;
+        out.extend(recs.into_iter().map(|(_, p)| p));
+        Ok(())
+    }
+
+    /// Read up to `max` readable records starting at `from` (at least `acked`), in order, with
+    /// their seqs. Returns the seq to read next: every record below it was either returned or
+    /// skipped as unreadable (counted in `unreadable` and logged once here). A damaged record
+    /// never stops the reader: it searches for the next valid record in the segment; if there
+    /// is none, the rest of the segment's records are unreadable.
+    pub fn read_records(
+        &mut self,
+        from: u64,
+        max: usize,
+        out: &mut Vec<(u64, Vec<u8>)>,
+    ) -> io::Result<u64> {
         let from = from.max(self.acked);
         if from >= self.next_seq || max == 0 {
-            return Ok(());
+            return Ok(from);
         }
         self.flush()?;
         // Continue from the last position when it matches, else find the segment and skip.
@@ -315,7 +479,7 @@ impl Log {
             Some(p) if p.seq == from => p,
             _ => {
                 let Some(seg) = self.segments.iter().rev().find(|s| s.first <= from) else {
-                    return Ok(());
+                    return Ok(from);
                 };
                 ReadPos {
                     seq: seg.first,
@@ -325,7 +489,8 @@ impl Log {
             }
         };
         let mut payload = Vec::new();
-        while out.len() < max && pos.seq < self.next_seq {
+        let mut taken = 0;
+        while taken < max && pos.seq < self.next_seq {
             let Some(seg) = self.segments.iter().find(|s| s.first == pos.segment) else {
                 break;
             };
@@ -343,30 +508,52 @@ impl Log {
                 }
                 continue;
             }
-            let mut f = File::open(&seg.path)?;
+            let (path, end, bytes) = (seg.path.clone(), seg.first + seg.records, seg.bytes);
+            let mut f = File::open(&path)?;
             f.seek(SeekFrom::Start(pos.offset))?;
             let mut r = BufReader::with_capacity(64 * 1024, f);
-            let end = seg.first + seg.records;
-            while pos.seq < end && out.len() < max {
+            while pos.seq < end && taken < max {
                 match read_record(&mut r, &mut payload)? {
-                    Some(n) => {
+                    Rec::Good(n) => {
                         if pos.seq >= from {
-                            out.push(payload.clone());
+                            out.push((pos.seq, payload.clone()));
+                            taken += 1;
                         }
                         pos.seq += 1;
                         pos.offset += n;
                     }
-                    None => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}: record {} is unreadable", seg.path.display(), pos.seq),
-                        ))
+                    bad => {
+                        let next = match bad {
+                            Rec::Bad => resync(&path, pos.offset + 1, bytes)?,
+                            _ => None,
+                        };
+                        // One record for the damaged stretch, or all the rest of the segment
+                        // when nothing valid follows.
+                        let skipped = if next.is_some() { 1 } else { end - pos.seq };
+                        if pos.seq + skipped > from {
+                            self.unreadable += pos.seq + skipped - pos.seq.max(from);
+                            log::error!(
+                                "{}: {} record(s) from seq {} unreadable (damaged at byte {}); skipped, counted as dropped",
+                                path.display(),
+                                skipped,
+                                pos.seq,
+                                pos.offset
+                            );
+                        }
+                        pos.seq += skipped;
+                        match next {
+                            Some(o) => {
+                                pos.offset = o;
+                                r.seek(SeekFrom::Start(o))?;
+                            }
+                            None => pos.offset = bytes,
+                        }
                     }
                 }
             }
         }
         self.read = Some(pos);
-        Ok(())
+        Ok(pos.seq.max(from))
     }
 
     /// Every record below `seq` is done.

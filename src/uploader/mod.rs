@@ -66,8 +66,15 @@ pub struct Settings {
     pub rejected_file: Option<PathBuf>,
     /// How long the last flush may take on shutdown.
     pub shutdown_grace: Duration,
-    /// Points held while the clock is not trusted, at most.
+    /// Points held while the clock is not trusted, at most (deprecated count bound).
     pub hold_max_points: usize,
+    /// Bytes of points held while the clock is not trusted, at most (`buffer::point_bytes`).
+    pub hold_max_bytes: usize,
+}
+
+/// What a held batch costs in memory (`buffer::point_bytes` per line).
+fn batch_bytes(b: &Batch) -> usize {
+    b.lines.iter().map(|l| buffer::point_bytes(l)).sum()
 }
 
 /// At most this many remembered field types and logged problems (then they start afresh).
@@ -88,6 +95,7 @@ pub struct Uploader {
     clock: Arc<Clock>,
     held: VecDeque<Batch>,
     held_points: usize,
+    held_bytes: usize,
     batch: usize,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -149,6 +157,7 @@ impl Uploader {
             clock,
             held: VecDeque::new(),
             held_points: 0,
+            held_bytes: 0,
             batch,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
             retry_at: None,
@@ -167,12 +176,16 @@ impl Uploader {
         }
         if !batch.stamped {
             self.held_points += batch.lines.len();
+            self.held_bytes += batch_bytes(&batch);
             self.held.push_back(batch);
-            while self.held_points > self.settings.hold_max_points {
+            while self.held_points > self.settings.hold_max_points
+                || self.held_bytes > self.settings.hold_max_bytes
+            {
                 let Some(b) = self.held.pop_front() else {
                     break;
                 };
                 self.held_points -= b.lines.len();
+                self.held_bytes -= batch_bytes(&b);
                 lock(&self.status).dropped_unstamped += b.lines.len() as u64;
             }
             return;
@@ -204,6 +217,7 @@ impl Uploader {
             self.push(Batch::stamped(lines));
         }
         self.held_points = 0;
+        self.held_bytes = 0;
         log::info!(
             "clock synchronized: {n} points polled before were stamped from the monotonic clock"
         );

@@ -42,6 +42,7 @@ fn uploader(
             rejected_file: None,
             shutdown_grace: Duration::from_secs(1),
             hold_max_points: 1000,
+            hold_max_bytes: 1 << 20,
         },
         Box::new(Scripted {
             answer: Box::new(answer),
@@ -277,6 +278,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
             rejected_file: None,
             shutdown_grace: Duration::from_secs(1),
             hold_max_points: 1000,
+            hold_max_bytes: 1 << 20,
         },
         Box::new(Scripted {
             answer: Box::new(|_, _| Outcome::Accepted),
@@ -306,4 +308,21 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
         lock(&bodies).first().map(String::as_str),
         Some(lines(5).join("\n").as_str())
     );
+}
+
+#[test]
+fn points_held_for_the_clock_are_bounded_in_bytes_and_the_oldest_dropped_counted() {
+    let (mut u, _, st) = uploader(4, |_, _| Outcome::Accepted);
+    u.settings.hold_max_points = usize::MAX;
+    u.settings.hold_max_bytes = 10 * buffer::point_bytes("m v=0i 0");
+    for _ in 0..5 {
+        u.push(Batch {
+            lines: lines(4),
+            taken: Instant::now(),
+            stamped: false,
+        });
+    }
+    assert_eq!(u.held_points, 8, "two whole polls fit");
+    assert!(u.held_bytes <= u.settings.hold_max_bytes);
+    assert_eq!(lock(&st).dropped_unstamped, 12);
 }

@@ -121,7 +121,7 @@ fn a_torn_tail_is_truncated_and_counted_never_fatal() {
 }
 
 #[test]
-fn a_record_with_a_bad_checksum_ends_the_segment() {
+fn a_record_with_a_bad_checksum_in_the_middle_is_skipped_on_reopen_and_the_rest_kept() {
     let dir = tmp("crc");
     let (mut log, _) = Log::open(&dir, LogOptions::default()).expect("open");
     for i in 0..5 {
@@ -135,10 +135,66 @@ fn a_record_with_a_bad_checksum_ends_the_segment() {
     bytes[3 * 10 + 8] ^= 0xFF;
     fs::write(&seg, &bytes).expect("write");
     let (mut log, rec) = Log::open(&dir, LogOptions::default()).expect("reopen");
-    assert_eq!(rec.pending, 3);
-    assert_eq!(rec.torn_bytes, 20);
-    assert_eq!(read_all(&mut log), vec!["p0", "p1", "p2"]);
+    assert_eq!(
+        rec.pending, 5,
+        "the unreadable record still takes its place"
+    );
+    assert_eq!(rec.torn_bytes, 0, "not a torn tail: a valid record follows");
+    assert_eq!(rec.unreadable, 1);
+    assert_eq!(read_all(&mut log), vec!["p0", "p1", "p2", "p4"]);
+    assert_eq!(log.unreadable, 1);
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Corrupt record `index` of the only segment of `log` in place (while it is open).
+fn corrupt(log: &Log, index: usize, record: usize, how: fn(&mut [u8])) {
+    let seg = log.segments.back().expect("segment").path.clone();
+    let mut bytes = fs::read(&seg).expect("read");
+    let at = index * record;
+    how(&mut bytes[at..at + record]);
+    fs::write(&seg, &bytes).expect("write");
+}
+
+#[test]
+fn an_unreadable_record_is_skipped_once_counted_and_nothing_after_it_lost() {
+    type Damage = fn(&mut [u8]);
+    let damages: [(&str, Damage); 3] = [
+        ("checksum", |r| r[9] ^= 0x55),
+        ("garbage length", |r| {
+            r[..4].copy_from_slice(&u32::MAX.to_le_bytes())
+        }),
+        ("length too short", |r| r[0] = 1),
+    ];
+    for (what, how) in damages {
+        let dir = tmp("midcrc");
+        let (mut log, _) = Log::open(&dir, LogOptions::default()).expect("open");
+        for i in 0..20 {
+            log.append(format!("p{i:02}").as_bytes()).expect("append");
+        }
+        log.sync().expect("sync");
+        // Each record is 8 + 3 bytes.
+        corrupt(&log, 7, 11, how);
+        let mut got = Vec::new();
+        let mut next = log.acked();
+        // Read in small steps, as the spool does, acknowledging what was read.
+        for _ in 0..20 {
+            let mut out = Vec::new();
+            next = log.read_records(next, 3, &mut out).expect("read");
+            got.extend(
+                out.iter()
+                    .map(|(_, b)| String::from_utf8_lossy(b).into_owned()),
+            );
+            log.ack(next).expect("ack");
+        }
+        let want: Vec<String> = (0..20)
+            .filter(|i| *i != 7)
+            .map(|i| format!("p{i:02}"))
+            .collect();
+        assert_eq!(got, want, "{what}");
+        assert_eq!(log.unreadable, 1, "{what}");
+        assert_eq!(log.pending(), 0, "{what}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]
