@@ -242,7 +242,7 @@ fn start_status(
         return Ok(None);
     };
     // The page is secondary: a port in use is logged and the gateway runs without it.
-    let server = match tiny_http::Server::http(sp.listen) {
+    let server = match crate::status_http::Server::bind(sp.listen, Default::default()) {
         Ok(s) => s,
         Err(e) => {
             log::error!(
@@ -253,10 +253,9 @@ fn start_status(
         }
     };
     let addr = server
-        .server_addr()
-        .to_ip()
+        .local_addr()
         .map(|a| a.to_string())
-        .unwrap_or_else(|| sp.listen.to_string());
+        .unwrap_or_else(|_| sp.listen.to_string());
     log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
     eprintln!("status page: http://{addr}/");
     let (stop, stop_rx) = bounded::<()>(0);

@@ -285,3 +285,154 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
     let _ = &s.dir;
 }
+
+/// Threads of a process, from /proc/<pid>/status.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that sends a request head one byte every 200 ms; returns the seconds until the
+/// server closed the connection (or `limit` when it never did).
+fn slowloris(port: u16, limit: Duration) -> std::thread::JoinHandle<f64> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return 0.0;
+        };
+        // A valid head that never ends: a header value that grows forever.
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+        let mut i = 0usize;
+        while t0.elapsed() < limit {
+            let b = head.get(i).copied().unwrap_or(b'a');
+            if c.write_all(&[b]).is_err() {
+                return t0.elapsed().as_secs_f64();
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        limit.as_secs_f64()
+    })
+}
+
+#[test]
+fn idle_connections_and_a_slow_client_neither_stop_the_page_nor_grow_threads() {
+    let mut s = setup(json!({}));
+    assert!(
+        wait_until(Duration::from_secs(15), || status_json(&s)["machines"][0]
+            ["online"]
+            == true),
+        "{}",
+        s.gw.dump()
+    );
+    let pid = s.gw.child.id();
+    let before = threads(pid);
+    let idle: Vec<_> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", s.status_port)).ok())
+        .collect();
+    let slow = slowloris(s.status_port, Duration::from_secs(40));
+    std::thread::sleep(Duration::from_millis(500));
+    let during = threads(pid);
+    // Another client is still answered, at once (one try, a generous bound).
+    let t0 = std::time::Instant::now();
+    let (code, _) = get(s.status_port, "/status.json", None);
+    let took = t0.elapsed();
+    assert_eq!(code, 200, "{}", s.gw.dump());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Polling went on meanwhile.
+    let polls = status_json(&s)["machines"][0]["polls"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(5), || status_json(&s)
+        ["machines"][0]["polls"]
+        .as_u64()
+        .unwrap_or(0)
+        > polls));
+    let slow_s = slow.join().unwrap_or(0.0);
+    eprintln!(
+        "{} idle connections: threads {before} -> {during}; other client answered in {took:?}; slow client dropped after {slow_s:.1} s",
+        idle.len()
+    );
+    assert!(during <= before + 2, "threads {before} -> {during}");
+    assert!(slow_s < 30.0, "the slow client was kept {slow_s} s");
+    drop(idle);
+    assert_eq!(
+        s.gw.child.try_wait().ok().flatten(),
+        None,
+        "{}",
+        s.gw.dump()
+    );
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn connections_under_a_process_limit_do_not_abort_the_gateway() {
+    // As an unprivileged user (root is not held to RLIMIT_NPROC), 60 tasks at most.
+    let dir = TempDir::new("nproc");
+    let regs = json!([{"kind": "holding", "address": 0, "type": "int16", "value": 853}]);
+    let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let port = free_ports(1)[0];
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown");
+    let cfg = dir.write("m.json", &json!({
+        "state_dir": state,
+        "influxdb": {"url": influx.url(), "org": "o", "bucket": "b"},
+        "status": {"listen": format!("127.0.0.1:{port}")},
+        "machines": [{"name": "M", "ip_address": "127.0.0.1", "port": peer.port, "poll_interval_s": 0.5,
+            "registers": [{"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}]}]
+    }).to_string());
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new("prlimit")
+            .args([
+                "--nproc=60",
+                "--",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(bin())
+            .args(["--config", cfg.to_str().unwrap_or_default(), "run"]),
+        dir.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || get(port, "/status.json", None)
+            .0
+            == 200),
+        "{}",
+        gw.dump()
+    );
+    let conns: Vec<_> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let exited = gw.child.try_wait().ok().flatten();
+    eprintln!(
+        "{} connections under nproc 60: exit {exited:?}",
+        conns.len()
+    );
+    assert_eq!(exited, None, "{}", gw.dump());
+    drop(conns);
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/status.json", None)
+            .0
+            == 200),
+        "{}",
+        gw.dump()
+    );
+    assert_eq!(
+        gw.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gw.dump()
+    );
+}

@@ -1,4 +1,5 @@
-//! The status page: a small blocking HTTP server (tiny_http) on its own thread, read-only.
+//! The status page: a small bounded HTTP server (`server`: one reader thread and a fixed pool
+//! of workers), read-only.
 //! `/` is an HTML page that works without internet (inline CSS and SVG sparklines, refreshes
 //! itself), `/status.json` the same data as JSON, `/metrics` Prometheus text. It listens on
 //! loopback by default; on any other address the config must give a login, checked with HTTP
@@ -9,7 +10,9 @@ use crossbeam_channel::Receiver;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+pub mod server;
+pub use server::{Response, Server};
 
 /// What the page shows; the board is swapped when the config is reloaded.
 #[derive(Clone, Default)]
@@ -70,18 +73,11 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn authorized(req: &tiny_http::Request, auth: &Option<(String, String, String)>) -> bool {
+fn authorized(header: Option<&str>, auth: &Option<(String, String, String)>) -> bool {
     let Some((user, salt, want)) = auth else {
         return true;
     };
-    let Some(h) = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-    else {
-        return false;
-    };
-    let Some(b64) = h.value.as_str().strip_prefix("Basic ") else {
+    let Some(b64) = header.and_then(|h| h.strip_prefix("Basic ")) else {
         return false;
     };
     let Some(text) = base64_decode(b64).and_then(|b| String::from_utf8(b).ok()) else {
@@ -404,72 +400,54 @@ pub fn html(s: &Snapshot) -> String {
     o
 }
 
-/// Serve until `shutdown` is closed.
+/// Answer one request of the page.
+pub fn handle(
+    shared: &Shared,
+    auth: &Option<(String, String, String)>,
+    req: &server::Request,
+) -> Response {
+    if !authorized(req.authorization.as_deref(), auth) {
+        return Response::text(401, "login required\n")
+            .header("WWW-Authenticate", "Basic realm=\"dyeing-gateway\"");
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return Response::text(405, "read-only\n").header("Allow", "GET, HEAD");
+    }
+    let snap = shared.snapshot();
+    let (body, ctype, code) = match req.path.as_str() {
+        "/" => (html(&snap), "text/html; charset=utf-8", 200),
+        "/status.json" => (
+            serde_json::to_string_pretty(&snap).unwrap_or_default(),
+            "application/json",
+            200,
+        ),
+        "/metrics" => (
+            metrics(&snap),
+            "text/plain; version=0.0.4; charset=utf-8",
+            200,
+        ),
+        _ => ("not found\n".to_string(), "text/plain; charset=utf-8", 404),
+    };
+    Response {
+        code,
+        headers: vec![
+            ("Content-Type", ctype.into()),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: body.into_bytes(),
+    }
+}
+
+/// Serve the page until `shutdown` is closed (on the calling thread, plus the server's
+/// fixed workers).
 pub fn run(
-    server: tiny_http::Server,
+    server: Server,
     shared: Shared,
     auth: Option<(String, String, String)>,
     shutdown: Receiver<()>,
 ) {
-    loop {
-        if matches!(
-            shutdown.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        ) {
-            return;
-        }
-        let req = match server.recv_timeout(Duration::from_millis(500)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(_) => return,
-        };
-        if !authorized(&req, &auth) {
-            let resp = with_headers(
-                tiny_http::Response::from_string("login required\n").with_status_code(401),
-                &[("WWW-Authenticate", "Basic realm=\"dyeing-gateway\"")],
-            );
-            let _ = req.respond(resp);
-            continue;
-        }
-        if *req.method() != tiny_http::Method::Get && *req.method() != tiny_http::Method::Head {
-            let _ =
-                req.respond(tiny_http::Response::from_string("read-only\n").with_status_code(405));
-            continue;
-        }
-        let path = req.url().split('?').next().unwrap_or("/").to_string();
-        let snap = shared.snapshot();
-        let (body, ctype, code) = match path.as_str() {
-            "/" => (html(&snap), "text/html; charset=utf-8", 200),
-            "/status.json" => (
-                serde_json::to_string_pretty(&snap).unwrap_or_default(),
-                "application/json",
-                200,
-            ),
-            "/metrics" => (
-                metrics(&snap),
-                "text/plain; version=0.0.4; charset=utf-8",
-                200,
-            ),
-            _ => ("not found\n".to_string(), "text/plain", 404),
-        };
-        let _ = req.respond(with_headers(
-            tiny_http::Response::from_string(body).with_status_code(code),
-            &[("Content-Type", ctype), ("Cache-Control", "no-store")],
-        ));
-    }
-}
-
-/// Add headers; tiny_http refuses only non-ASCII ones, and these are fixed ASCII literals.
-fn with_headers<R: std::io::Read>(
-    resp: tiny_http::Response<R>,
-    headers: &[(&str, &str)],
-) -> tiny_http::Response<R> {
-    headers.iter().fold(resp, |r, (k, v)| {
-        match tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            Ok(h) => r.with_header(h),
-            Err(()) => r,
-        }
-    })
+    let handler: server::Handler = Arc::new(move |req| handle(&shared, &auth, req));
+    server.run(handler, shutdown);
 }
 
 #[cfg(test)]
