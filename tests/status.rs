@@ -436,3 +436,126 @@ fn connections_under_a_process_limit_do_not_abort_the_gateway() {
         gw.dump()
     );
 }
+
+#[test]
+fn sighup_reloads_the_login() {
+    let hash = |salt: &str, pw: &str| {
+        format!(
+            "{salt}${}",
+            dyeing_gateway::status_http::hash_password(salt, pw)
+        )
+    };
+    let mut s =
+        setup(json!({"user": "tech", "password_sha256": hash("0011223344556677", "geheim")}));
+    let port = s.status_port;
+    // "tech:geheim" and "tech:neu-2024" in base64.
+    let (old, new) = ("Basic dGVjaDpnZWhlaW0=", "Basic dGVjaDpuZXUtMjAyNA==");
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/", Some(old)).0
+            == 200),
+        "{}",
+        s.gw.dump()
+    );
+    let mut cfg = s.cfg_json.clone();
+    cfg["status"]["password_sha256"] = json!(hash("8899aabbccddeeff", "neu-2024"));
+    std::fs::write(&s.cfg, cfg.to_string()).expect("write");
+    s.gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || get(port, "/", Some(new)).0
+            == 200),
+        "the new login is refused\n{}",
+        s.gw.dump()
+    );
+    assert_eq!(
+        get(port, "/", Some(old)).0,
+        401,
+        "the old login still works"
+    );
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_config_that_fails_to_start_falls_back_to_the_last_good_one() {
+    // A config passes validation but cannot start when its threads cannot be created: as an
+    // unprivileged user (its own uid, so no other test shares the count) under nproc 60, 80
+    // endpoints cannot.
+    let uid = "61234";
+    let dir = TempDir::new("fallback");
+    let regs = json!([{"kind": "holding", "address": 0, "type": "int16", "value": 853}]);
+    let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let port = free_ports(1)[0];
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::os::unix::fs::chown(&state, Some(61234), Some(61234)).expect("chown");
+    let machine = |name: &str, port: u16| {
+        json!({"name": name, "ip_address": "127.0.0.1", "port": port, "poll_interval_s": 0.5,
+            "registers": [{"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}]})
+    };
+    let config = |machines: Vec<Value>| {
+        json!({
+            "state_dir": state,
+            "influxdb": {"url": influx.url(), "org": "o", "bucket": "b"},
+            "status": {"listen": format!("127.0.0.1:{port}")},
+            "machines": machines
+        })
+        .to_string()
+    };
+    let cfg = dir.write("m.json", &config(vec![machine("FIRST", peer.port)]));
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new("prlimit")
+            .args(["--nproc=60", "--", "setpriv"])
+            .args([format!("--reuid={uid}"), format!("--regid={uid}")])
+            .args(["--clear-groups", "--"])
+            .arg(bin())
+            .args(["--config", cfg.to_str().unwrap_or_default(), "run"]),
+        dir.path(),
+    );
+    let json = || -> Value {
+        serde_json::from_str(&get(port, "/status.json", None).1).unwrap_or(Value::Null)
+    };
+    let online = |name: &str| {
+        let st = json();
+        st["machines"][0]["name"] == name && st["machines"][0]["online"] == true
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || online("FIRST")),
+        "{}",
+        gw.dump()
+    );
+    // A good reload.
+    std::fs::write(&cfg, config(vec![machine("SECOND", peer.port)])).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || online("SECOND")),
+        "{}",
+        gw.dump()
+    );
+    // One that cannot start: the gateway goes back to SECOND, the last good one.
+    let many = (0..80)
+        .map(|i| machine(&format!("M{i}"), 20000 + i))
+        .collect();
+    std::fs::write(&cfg, config(many)).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || json()["reload"]["last_error"]
+            .as_str()
+            .is_some()),
+        "{}",
+        gw.dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || online("SECOND")),
+        "running on {} instead of SECOND\n{}",
+        json()["machines"][0]["name"],
+        gw.dump()
+    );
+    assert_eq!(gw.child.try_wait().ok().flatten(), None, "{}", gw.dump());
+    assert_eq!(
+        gw.terminate(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        gw.dump()
+    );
+}

@@ -14,11 +14,16 @@ use std::sync::{Arc, Mutex};
 pub mod server;
 pub use server::{Response, Server};
 
-/// What the page shows; the board is swapped when the config is reloaded.
+/// The page's login: (user, salt, hex sha256 of salt + password).
+pub type Login = (String, String, String);
+
+/// What the page shows and the login it asks for; both are swapped when the config is
+/// reloaded.
 #[derive(Clone, Default)]
 pub struct Shared {
     pub board: Arc<Mutex<Arc<Board>>>,
     pub reload: Arc<Mutex<ReloadStatus>>,
+    pub login: Arc<Mutex<Option<Login>>>,
 }
 
 impl Shared {
@@ -26,6 +31,7 @@ impl Shared {
         Shared {
             board: Arc::new(Mutex::new(board)),
             reload: Arc::default(),
+            login: Arc::default(),
         }
     }
 
@@ -73,7 +79,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn authorized(header: Option<&str>, auth: &Option<(String, String, String)>) -> bool {
+fn authorized(header: Option<&str>, auth: &Option<Login>) -> bool {
     let Some((user, salt, want)) = auth else {
         return true;
     };
@@ -401,12 +407,9 @@ pub fn html(s: &Snapshot) -> String {
 }
 
 /// Answer one request of the page.
-pub fn handle(
-    shared: &Shared,
-    auth: &Option<(String, String, String)>,
-    req: &server::Request,
-) -> Response {
-    if !authorized(req.authorization.as_deref(), auth) {
+pub fn handle(shared: &Shared, req: &server::Request) -> Response {
+    let login = lock(&shared.login).clone();
+    if !authorized(req.authorization.as_deref(), &login) {
         return Response::text(401, "login required\n")
             .header("WWW-Authenticate", "Basic realm=\"dyeing-gateway\"");
     }
@@ -440,13 +443,8 @@ pub fn handle(
 
 /// Serve the page until `shutdown` is closed (on the calling thread, plus the server's
 /// fixed workers).
-pub fn run(
-    server: Server,
-    shared: Shared,
-    auth: Option<(String, String, String)>,
-    shutdown: Receiver<()>,
-) {
-    let handler: server::Handler = Arc::new(move |req| handle(&shared, &auth, req));
+pub fn run(server: Server, shared: Shared, shutdown: Receiver<()>) {
+    let handler: server::Handler = Arc::new(move |req| handle(&shared, req));
     server.run(handler, shutdown);
 }
 
