@@ -65,8 +65,8 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
-    /// Read a password on standard input and print the `password_sha256` value for the
-    /// status page's login.
+    /// Read a password on standard input and print the `password_hash` value (PBKDF2-SHA256)
+    /// for the status page's login.
     HashPassword,
     /// Run the gateway against its own simulated machines, printing each write request.
     Demo {
@@ -260,7 +260,8 @@ fn start_status(
     log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
     eprintln!("status page: http://{addr}/");
     let (stop, stop_rx) = bounded::<()>(0);
-    *lock(&shared.login) = sp.auth.clone();
+    warn_legacy(&sp.auth);
+    lock(&shared.login).set_login(sp.auth.clone());
     let shared = shared.clone();
     let h = std::thread::Builder::new()
         .name("status-http".into())
@@ -278,7 +279,18 @@ fn reload_login(shared: &crate::status_http::Shared, listen: Option<SocketAddr>,
         Some(addr) if login.is_none() && !addr.ip().is_loopback() => log::warn!(
             "status page: the new configuration has no login; {addr} keeps the previous one until a restart"
         ),
-        _ => *lock(&shared.login) = login,
+        _ => {
+            warn_legacy(&login);
+            lock(&shared.login).set_login(login);
+        }
+    }
+}
+
+fn warn_legacy(login: &Option<crate::status_http::login::Login>) {
+    if login.as_ref().is_some_and(|l| l.hash.is_legacy()) {
+        log::warn!(
+            "status page: the password hash is the old fast salted SHA-256; make a new one with `dyeing-gateway hash-password` and put it in status.password_hash"
+        );
     }
 }
 
@@ -409,10 +421,9 @@ fn hash_password() -> Result<(), i32> {
         eprintln!("no password given on standard input");
         return Err(EXIT_CONFIG);
     }
-    let salt = format!("{:016x}", fastrand::u64(..));
     println!(
-        "{salt}${}",
-        crate::status_http::hash_password(&salt, password)
+        "{}",
+        crate::status_http::login::PasswordHash::new(password).encode()
     );
     Ok(())
 }

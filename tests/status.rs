@@ -157,11 +157,11 @@ fn a_lan_address_needs_a_login() {
         text(&out.stderr)
     );
     // With one, requests without it are refused (401) and with it served.
-    let salt = "0011223344556677";
-    let hash = dyeing_gateway::status_http::hash_password(salt, "geheim");
+    // The old hash format (salted SHA-256) is still accepted, with a warning.
+    let hash = dyeing_gateway::status_http::legacy_hash("0011223344556677", "geheim");
     let port = free_ports(1)[0];
     let mut s = setup(
-        json!({"listen": format!("0.0.0.0:{port}"), "user": "tech", "password_sha256": format!("{salt}${hash}")}),
+        json!({"listen": format!("0.0.0.0:{port}"), "user": "tech", "password_sha256": hash}),
     );
     s.status_port = port;
     assert!(
@@ -177,6 +177,11 @@ fn a_lan_address_needs_a_login() {
     assert_eq!(
         get(port, "/status.json", Some("Basic dGVjaDp3cm9uZw==")).0,
         401
+    );
+    assert!(
+        s.gw.output().contains("old fast salted SHA-256"),
+        "{}",
+        s.gw.dump()
     );
     s.gw.terminate(Duration::from_secs(10));
 }
@@ -439,14 +444,8 @@ fn connections_under_a_process_limit_do_not_abort_the_gateway() {
 
 #[test]
 fn sighup_reloads_the_login() {
-    let hash = |salt: &str, pw: &str| {
-        format!(
-            "{salt}${}",
-            dyeing_gateway::status_http::hash_password(salt, pw)
-        )
-    };
-    let mut s =
-        setup(json!({"user": "tech", "password_sha256": hash("0011223344556677", "geheim")}));
+    let hash = |pw: &str| dyeing_gateway::status_http::login::PasswordHash::new(pw).encode();
+    let mut s = setup(json!({"user": "tech", "password_hash": hash("geheim")}));
     let port = s.status_port;
     // "tech:geheim" and "tech:neu-2024" in base64.
     let (old, new) = ("Basic dGVjaDpnZWhlaW0=", "Basic dGVjaDpuZXUtMjAyNA==");
@@ -457,7 +456,7 @@ fn sighup_reloads_the_login() {
         s.gw.dump()
     );
     let mut cfg = s.cfg_json.clone();
-    cfg["status"]["password_sha256"] = json!(hash("8899aabbccddeeff", "neu-2024"));
+    cfg["status"]["password_hash"] = json!(hash("neu-2024"));
     std::fs::write(&s.cfg, cfg.to_string()).expect("write");
     s.gw.signal("HUP");
     assert!(
@@ -558,4 +557,59 @@ fn a_config_that_fails_to_start_falls_back_to_the_last_good_one() {
         "{}",
         gw.dump()
     );
+}
+
+/// A GET from another loopback source address (127.0.0.2), through Python's socket module:
+/// returns the status code.
+fn get_from_other_client(port: u16, auth: &str) -> u16 {
+    let script = "import socket,sys\n\
+        s=socket.create_connection(('127.0.0.1',int(sys.argv[1])),timeout=20,source_address=('127.0.0.2',0))\n\
+        s.sendall(('GET /status.json HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: '+sys.argv[2]+'\\r\\n\\r\\n').encode())\n\
+        print(s.recv(64).split(b' ')[1].decode())\n";
+    let out = Command::new(python())
+        .args(["-c", script, &port.to_string(), auth])
+        .output()
+        .expect("python");
+    text(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn wrong_passwords_are_delayed_and_hash_password_makes_a_slow_hash() {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("hash-password");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(b"geheim\n").expect("stdin");
+    }
+    let out = child.wait_with_output().expect("hash-password");
+    let hash = text(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("pbkdf2-sha256$100000$"), "{hash}");
+    let mut s = setup(json!({"user": "tech", "password_hash": hash}));
+    let port = s.status_port;
+    // "tech:geheim" and "tech:wrong" in base64.
+    let (good, bad) = ("Basic dGVjaDpnZWhlaW0=", "Basic dGVjaDp3cm9uZw==");
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/", None).0 == 401),
+        "{}",
+        s.gw.dump()
+    );
+    // 20 wrong passwords in a row: the first is checked, the next ones wait (429).
+    let codes: Vec<u16> = (0..20).map(|_| get(port, "/", Some(bad)).0).collect();
+    let checked = codes.iter().filter(|c| **c == 401).count();
+    let waiting = codes.iter().filter(|c| **c == 429).count();
+    eprintln!("20 wrong passwords: {checked} checked (401), {waiting} told to wait (429)");
+    assert!(checked <= 3 && waiting >= 15, "{codes:?}");
+    // Meanwhile another client logs in, and this one only after its wait.
+    assert_eq!(get_from_other_client(port, good), 200);
+    assert!(
+        wait_until(Duration::from_secs(70), || get(port, "/", Some(good)).0
+            == 200),
+        "{}",
+        s.gw.dump()
+    );
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
 }

@@ -3,19 +3,19 @@
 //! `/` is an HTML page that works without internet (inline CSS and SVG sparklines, refreshes
 //! itself), `/status.json` the same data as JSON, `/metrics` Prometheus text. It listens on
 //! loopback by default; on any other address the config must give a login, checked with HTTP
-//! basic auth against a salted SHA-256 of the password.
+//! basic auth against a slow password hash, failed logins delayed (`login`).
 
 use crate::status::{lock, Board, ReloadStatus, Snapshot, LATENCY_BUCKETS};
 use crossbeam_channel::Receiver;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+pub mod login;
 pub mod server;
+use login::{Gate, Step, Verdict};
 pub use server::{Response, Server};
-
-/// The page's login: (user, salt, hex sha256 of salt + password).
-pub type Login = (String, String, String);
 
 /// What the page shows and the login it asks for; both are swapped when the config is
 /// reloaded.
@@ -23,7 +23,7 @@ pub type Login = (String, String, String);
 pub struct Shared {
     pub board: Arc<Mutex<Arc<Board>>>,
     pub reload: Arc<Mutex<ReloadStatus>>,
-    pub login: Arc<Mutex<Option<Login>>>,
+    pub login: Arc<Mutex<Gate>>,
 }
 
 impl Shared {
@@ -43,11 +43,14 @@ impl Shared {
     }
 }
 
-pub fn hash_password(salt: &str, password: &str) -> String {
+/// The old format of a password hash, `salt$hex(sha256(salt + password))` (still accepted,
+/// never made by the gateway any more; for tests of old configs).
+pub fn legacy_hash(salt: &str, password: &str) -> String {
     let mut h = Sha256::new();
     h.update(salt.as_bytes());
     h.update(password.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{salt}${hex}")
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
@@ -77,30 +80,6 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-fn authorized(header: Option<&str>, auth: &Option<Login>) -> bool {
-    let Some((user, salt, want)) = auth else {
-        return true;
-    };
-    let Some(b64) = header.and_then(|h| h.strip_prefix("Basic ")) else {
-        return false;
-    };
-    let Some(text) = base64_decode(b64).and_then(|b| String::from_utf8(b).ok()) else {
-        return false;
-    };
-    let Some((u, p)) = text.split_once(':') else {
-        return false;
-    };
-    let got = hash_password(salt, p);
-    // Compare without an early exit, so timing does not tell how much matched.
-    let same = got.len() == want.len()
-        && got
-            .bytes()
-            .zip(want.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    same && u == user
 }
 
 fn esc(s: &str) -> String {
@@ -408,10 +387,26 @@ pub fn html(s: &Snapshot) -> String {
 
 /// Answer one request of the page.
 pub fn handle(shared: &Shared, req: &server::Request) -> Response {
-    let login = lock(&shared.login).clone();
-    if !authorized(req.authorization.as_deref(), &login) {
-        return Response::text(401, "login required\n")
-            .header("WWW-Authenticate", "Basic realm=\"dyeing-gateway\"");
+    let step = lock(&shared.login).begin(req.peer, req.authorization.as_deref(), Instant::now());
+    let verdict = match step {
+        Step::Done(v) => v,
+        // The slow hash runs without the lock.
+        Step::Check(p) => {
+            let ok = p.check();
+            lock(&shared.login).finish(req.peer, &p, ok, Instant::now())
+        }
+    };
+    match verdict {
+        Verdict::Allowed => {}
+        Verdict::Refused => {
+            return Response::text(401, "login required\n")
+                .header("WWW-Authenticate", "Basic realm=\"dyeing-gateway\"")
+        }
+        Verdict::Wait(d) => {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            return Response::text(429, "too many failed logins: try again later\n")
+                .header("Retry-After", secs.max(1).to_string());
+        }
     }
     if req.method != "GET" && req.method != "HEAD" {
         return Response::text(405, "read-only\n").header("Allow", "GET, HEAD");
@@ -453,13 +448,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_checked_against_the_salted_hash() {
-        let h = hash_password("s4lt", "geheim");
-        assert_eq!(h.len(), 64);
-        assert_ne!(h, hash_password("other", "geheim"));
+    fn basic_auth_is_decoded() {
         assert_eq!(
             base64_decode("dGVjaDpnZWhlaW0=").as_deref(),
             Some(&b"tech:geheim"[..])
         );
+        assert!(legacy_hash("s4lt", "geheim").starts_with("s4lt$"));
     }
 }
