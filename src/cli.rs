@@ -15,6 +15,7 @@ use crate::uploader::spool::{Spool, SpoolOptions};
 use clap::{Parser, Subcommand};
 use crossbeam_channel::{bounded, select, Receiver};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,8 +65,8 @@ enum Command {
         #[arg(long, value_parser = seconds)]
         duration: Option<f64>,
     },
-    /// Read a password on standard input and print the `password_sha256` value for the
-    /// status page's login.
+    /// Read a password on standard input and print the `password_hash` value (PBKDF2-SHA256)
+    /// for the status page's login.
     HashPassword,
     /// Run the gateway against its own simulated machines, printing each write request.
     Demo {
@@ -266,7 +267,7 @@ fn start_status(
         return Ok(None);
     };
     // The page is secondary: a port in use is logged and the gateway runs without it.
-    let server = match tiny_http::Server::http(sp.listen) {
+    let server = match crate::status_http::Server::bind(sp.listen, Default::default()) {
         Ok(s) => s,
         Err(e) => {
             log::error!(
@@ -277,23 +278,65 @@ fn start_status(
         }
     };
     let addr = server
-        .server_addr()
-        .to_ip()
+        .local_addr()
         .map(|a| a.to_string())
-        .unwrap_or_else(|| sp.listen.to_string());
+        .unwrap_or_else(|_| sp.listen.to_string());
     log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
     eprintln!("status page: http://{addr}/");
     let (stop, stop_rx) = bounded::<()>(0);
-    let (shared, auth) = (shared.clone(), sp.auth.clone());
+    warn_legacy(&sp.auth);
+    lock(&shared.login).set_login(sp.auth.clone());
+    let shared = shared.clone();
     let h = std::thread::Builder::new()
         .name("status-http".into())
-        .spawn(move || crate::status_http::run(server, shared, auth, stop_rx))
+        .spawn(move || crate::status_http::run(server, shared, stop_rx))
         .map_err(runtime("cannot start the status page"))?;
     Ok(Some((h, stop)))
 }
 
+/// Take the page's login from a reloaded config. The page keeps the address it was started
+/// on (`listen`), so a config without a login does not open a page that listens beyond
+/// loopback: the old login stays.
+fn reload_login(shared: &crate::status_http::Shared, listen: Option<SocketAddr>, new: &Config) {
+    let login = new.status.as_ref().and_then(|s| s.auth.clone());
+    match listen {
+        Some(addr) if login.is_none() && !addr.ip().is_loopback() => log::warn!(
+            "status page: the new configuration has no login; {addr} keeps the previous one until a restart"
+        ),
+        _ => {
+            warn_legacy(&login);
+            lock(&shared.login).set_login(login);
+        }
+    }
+}
+
+fn warn_legacy(login: &Option<crate::status_http::login::Login>) {
+    if login.as_ref().is_some_and(|l| l.hash.is_legacy()) {
+        log::warn!(
+            "status page: the password hash is the old fast salted SHA-256; make a new one with `dyeing-gateway hash-password` and put it in status.password_hash"
+        );
+    }
+}
+
+/// Start the last good configuration again after a new one failed to start. Threads of the
+/// failed attempt may still be ending, so a few tries, a second apart.
+fn restart_last_good(config: &Config) -> Result<Generation, String> {
+    let mut tries = 0;
+    loop {
+        match start_generation(config) {
+            Ok(g) => return Ok(g),
+            Err(e) if tries >= 4 => return Err(e),
+            Err(e) => {
+                tries += 1;
+                log::warn!("cannot restart the last good configuration yet ({e}); retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
-    let config = load(cli)?;
+    let mut config = load(cli)?;
     if config.influx.is_none() {
         let problem = config
             .influx_problem
@@ -310,6 +353,11 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let mut generation = start_generation(&config).map_err(runtime("cannot start"))?;
     let shared = crate::status_http::Shared::new(generation.running.board.clone());
     let status = start_status(&config, &shared)?;
+    // The page's address is kept until a restart.
+    let listen = status
+        .as_ref()
+        .and(config.status.as_ref())
+        .map(|sp| sp.listen);
     crate::watchdog::ready(&format!(
         "polling {} machines on {} endpoints",
         config.machines.len(),
@@ -349,13 +397,16 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
                     Ok(g) => {
                         generation = g;
                         *lock(&shared.board) = generation.running.board.clone();
+                        reload_login(&shared, listen, &new);
                         log::info!("configuration reloaded: {} machines", new.machines.len());
+                        // The last good configuration, for the next reload that fails to start.
+                        config = new;
                         None
                     }
                     Err(e) => {
-                        log::error!("cannot start with the new configuration ({e}); restarting with the previous one");
+                        log::error!("cannot start with the new configuration ({e}); restarting with the last good one");
                         generation =
-                            start_generation(&config).map_err(runtime("cannot restart"))?;
+                            restart_last_good(&config).map_err(runtime("cannot restart"))?;
                         *lock(&shared.board) = generation.running.board.clone();
                         Some(e)
                     }
@@ -394,10 +445,9 @@ fn hash_password() -> Result<(), i32> {
         eprintln!("no password given on standard input");
         return Err(EXIT_CONFIG);
     }
-    let salt = format!("{:016x}", fastrand::u64(..));
     println!(
-        "{salt}${}",
-        crate::status_http::hash_password(&salt, password)
+        "{}",
+        crate::status_http::login::PasswordHash::new(password).encode()
     );
     Ok(())
 }

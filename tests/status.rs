@@ -157,11 +157,11 @@ fn a_lan_address_needs_a_login() {
         text(&out.stderr)
     );
     // With one, requests without it are refused (401) and with it served.
-    let salt = "0011223344556677";
-    let hash = dyeing_gateway::status_http::hash_password(salt, "geheim");
+    // The old hash format (salted SHA-256) is still accepted, with a warning.
+    let hash = dyeing_gateway::status_http::legacy_hash("0011223344556677", "geheim");
     let port = free_ports(1)[0];
     let mut s = setup(
-        json!({"listen": format!("0.0.0.0:{port}"), "user": "tech", "password_sha256": format!("{salt}${hash}")}),
+        json!({"listen": format!("0.0.0.0:{port}"), "user": "tech", "password_sha256": hash}),
     );
     s.status_port = port;
     assert!(
@@ -177,6 +177,11 @@ fn a_lan_address_needs_a_login() {
     assert_eq!(
         get(port, "/status.json", Some("Basic dGVjaDp3cm9uZw==")).0,
         401
+    );
+    assert!(
+        s.gw.output().contains("old fast salted SHA-256"),
+        "{}",
+        s.gw.dump()
     );
     s.gw.terminate(Duration::from_secs(10));
 }
@@ -284,4 +289,327 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     assert_eq!(status_json(&s)["reload"]["last_error"], Value::Null);
     assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
     let _ = &s.dir;
+}
+
+/// Threads of a process, from /proc/<pid>/status.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that sends a request head one byte every 200 ms; returns the seconds until the
+/// server closed the connection (or `limit` when it never did).
+fn slowloris(port: u16, limit: Duration) -> std::thread::JoinHandle<f64> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return 0.0;
+        };
+        // A valid head that never ends: a header value that grows forever.
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+        let mut i = 0usize;
+        while t0.elapsed() < limit {
+            let b = head.get(i).copied().unwrap_or(b'a');
+            if c.write_all(&[b]).is_err() {
+                return t0.elapsed().as_secs_f64();
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        limit.as_secs_f64()
+    })
+}
+
+#[test]
+fn idle_connections_and_a_slow_client_neither_stop_the_page_nor_grow_threads() {
+    let mut s = setup(json!({}));
+    assert!(
+        wait_until(Duration::from_secs(15), || status_json(&s)["machines"][0]
+            ["online"]
+            == true),
+        "{}",
+        s.gw.dump()
+    );
+    let pid = s.gw.child.id();
+    let before = threads(pid);
+    let idle: Vec<_> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", s.status_port)).ok())
+        .collect();
+    let slow = slowloris(s.status_port, Duration::from_secs(40));
+    std::thread::sleep(Duration::from_millis(500));
+    let during = threads(pid);
+    // Another client is still answered, at once (one try, a generous bound).
+    let t0 = std::time::Instant::now();
+    let (code, _) = get(s.status_port, "/status.json", None);
+    let took = t0.elapsed();
+    assert_eq!(code, 200, "{}", s.gw.dump());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Polling went on meanwhile.
+    let polls = status_json(&s)["machines"][0]["polls"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(5), || status_json(&s)
+        ["machines"][0]["polls"]
+        .as_u64()
+        .unwrap_or(0)
+        > polls));
+    let slow_s = slow.join().unwrap_or(0.0);
+    eprintln!(
+        "{} idle connections: threads {before} -> {during}; other client answered in {took:?}; slow client dropped after {slow_s:.1} s",
+        idle.len()
+    );
+    assert!(during <= before + 2, "threads {before} -> {during}");
+    assert!(slow_s < 30.0, "the slow client was kept {slow_s} s");
+    drop(idle);
+    assert_eq!(
+        s.gw.child.try_wait().ok().flatten(),
+        None,
+        "{}",
+        s.gw.dump()
+    );
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn connections_under_a_process_limit_do_not_abort_the_gateway() {
+    // As an unprivileged user (root is not held to RLIMIT_NPROC), 60 tasks at most.
+    let dir = TempDir::new("nproc");
+    let regs = json!([{"kind": "holding", "address": 0, "type": "int16", "value": 853}]);
+    let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let port = free_ports(1)[0];
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown");
+    let cfg = dir.write("m.json", &json!({
+        "state_dir": state,
+        "influxdb": {"url": influx.url(), "org": "o", "bucket": "b"},
+        "status": {"listen": format!("127.0.0.1:{port}")},
+        "machines": [{"name": "M", "ip_address": "127.0.0.1", "port": peer.port, "poll_interval_s": 0.5,
+            "registers": [{"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}]}]
+    }).to_string());
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new("prlimit")
+            .args([
+                "--nproc=60",
+                "--",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(bin())
+            .args(["--config", cfg.to_str().unwrap_or_default(), "run"]),
+        dir.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || get(port, "/status.json", None)
+            .0
+            == 200),
+        "{}",
+        gw.dump()
+    );
+    let conns: Vec<_> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let exited = gw.child.try_wait().ok().flatten();
+    eprintln!(
+        "{} connections under nproc 60: exit {exited:?}",
+        conns.len()
+    );
+    assert_eq!(exited, None, "{}", gw.dump());
+    drop(conns);
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/status.json", None)
+            .0
+            == 200),
+        "{}",
+        gw.dump()
+    );
+    assert_eq!(
+        gw.terminate(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        gw.dump()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_login() {
+    let hash = |pw: &str| dyeing_gateway::status_http::login::PasswordHash::new(pw).encode();
+    let mut s = setup(json!({"user": "tech", "password_hash": hash("geheim")}));
+    let port = s.status_port;
+    // "tech:geheim" and "tech:neu-2024" in base64.
+    let (old, new) = ("Basic dGVjaDpnZWhlaW0=", "Basic dGVjaDpuZXUtMjAyNA==");
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/", Some(old)).0
+            == 200),
+        "{}",
+        s.gw.dump()
+    );
+    let mut cfg = s.cfg_json.clone();
+    cfg["status"]["password_hash"] = json!(hash("neu-2024"));
+    std::fs::write(&s.cfg, cfg.to_string()).expect("write");
+    s.gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || get(port, "/", Some(new)).0
+            == 200),
+        "the new login is refused\n{}",
+        s.gw.dump()
+    );
+    assert_eq!(
+        get(port, "/", Some(old)).0,
+        401,
+        "the old login still works"
+    );
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn a_config_that_fails_to_start_falls_back_to_the_last_good_one() {
+    // A config passes validation but cannot start when its threads cannot be created: as an
+    // unprivileged user (its own uid, so no other test shares the count) under nproc 60, 80
+    // endpoints cannot.
+    let uid = "61234";
+    let dir = TempDir::new("fallback");
+    let regs = json!([{"kind": "holding", "address": 0, "type": "int16", "value": 853}]);
+    let peer = ModbusPeer::start(&dir, &json!({"slaves": {"1": regs}}), "tcp");
+    let influx = FakeInflux2::start(|_, _| (204, vec![], String::new()));
+    let port = free_ports(1)[0];
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::os::unix::fs::chown(&state, Some(61234), Some(61234)).expect("chown");
+    let machine = |name: &str, port: u16| {
+        json!({"name": name, "ip_address": "127.0.0.1", "port": port, "poll_interval_s": 0.5,
+            "registers": [{"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}]})
+    };
+    let config = |machines: Vec<Value>| {
+        json!({
+            "state_dir": state,
+            "influxdb": {"url": influx.url(), "org": "o", "bucket": "b"},
+            "status": {"listen": format!("127.0.0.1:{port}")},
+            "machines": machines
+        })
+        .to_string()
+    };
+    let cfg = dir.write("m.json", &config(vec![machine("FIRST", peer.port)]));
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new("prlimit")
+            .args(["--nproc=60", "--", "setpriv"])
+            .args([format!("--reuid={uid}"), format!("--regid={uid}")])
+            .args(["--clear-groups", "--"])
+            .arg(bin())
+            .args(["--config", cfg.to_str().unwrap_or_default(), "run"]),
+        dir.path(),
+    );
+    let json = || -> Value {
+        serde_json::from_str(&get(port, "/status.json", None).1).unwrap_or(Value::Null)
+    };
+    let online = |name: &str| {
+        let st = json();
+        st["machines"][0]["name"] == name && st["machines"][0]["online"] == true
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || online("FIRST")),
+        "{}",
+        gw.dump()
+    );
+    // A good reload.
+    std::fs::write(&cfg, config(vec![machine("SECOND", peer.port)])).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || online("SECOND")),
+        "{}",
+        gw.dump()
+    );
+    // One that cannot start: the gateway goes back to SECOND, the last good one.
+    let many = (0..80)
+        .map(|i| machine(&format!("M{i}"), 20000 + i))
+        .collect();
+    std::fs::write(&cfg, config(many)).expect("write");
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || json()["reload"]["last_error"]
+            .as_str()
+            .is_some()),
+        "{}",
+        gw.dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || online("SECOND")),
+        "running on {} instead of SECOND\n{}",
+        json()["machines"][0]["name"],
+        gw.dump()
+    );
+    assert_eq!(gw.child.try_wait().ok().flatten(), None, "{}", gw.dump());
+    assert_eq!(
+        gw.terminate(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        gw.dump()
+    );
+}
+
+/// A GET from another loopback source address (127.0.0.2), through Python's socket module:
+/// returns the status code.
+fn get_from_other_client(port: u16, auth: &str) -> u16 {
+    let script = "import socket,sys\n\
+        s=socket.create_connection(('127.0.0.1',int(sys.argv[1])),timeout=20,source_address=('127.0.0.2',0))\n\
+        s.sendall(('GET /status.json HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: '+sys.argv[2]+'\\r\\n\\r\\n').encode())\n\
+        print(s.recv(64).split(b' ')[1].decode())\n";
+    let out = Command::new(python())
+        .args(["-c", script, &port.to_string(), auth])
+        .output()
+        .expect("python");
+    text(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn wrong_passwords_are_delayed_and_hash_password_makes_a_slow_hash() {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("hash-password");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(b"geheim\n").expect("stdin");
+    }
+    let out = child.wait_with_output().expect("hash-password");
+    let hash = text(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("pbkdf2-sha256$100000$"), "{hash}");
+    let mut s = setup(json!({"user": "tech", "password_hash": hash}));
+    let port = s.status_port;
+    // "tech:geheim" and "tech:wrong" in base64.
+    let (good, bad) = ("Basic dGVjaDpnZWhlaW0=", "Basic dGVjaDp3cm9uZw==");
+    assert!(
+        wait_until(Duration::from_secs(10), || get(port, "/", None).0 == 401),
+        "{}",
+        s.gw.dump()
+    );
+    // 20 wrong passwords in a row: the first is checked, the next ones wait (429).
+    let codes: Vec<u16> = (0..20).map(|_| get(port, "/", Some(bad)).0).collect();
+    let checked = codes.iter().filter(|c| **c == 401).count();
+    let waiting = codes.iter().filter(|c| **c == 429).count();
+    eprintln!("20 wrong passwords: {checked} checked (401), {waiting} told to wait (429)");
+    assert!(checked <= 3 && waiting >= 15, "{codes:?}");
+    // Meanwhile another client logs in, and this one only after its wait.
+    assert_eq!(get_from_other_client(port, good), 200);
+    assert!(
+        wait_until(Duration::from_secs(70), || get(port, "/", Some(good)).0
+            == 200),
+        "{}",
+        s.gw.dump()
+    );
+    assert_eq!(s.gw.terminate(Duration::from_secs(10)), Some(0));
 }

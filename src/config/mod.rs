@@ -325,8 +325,7 @@ pub struct Influx {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusPage {
     pub listen: std::net::SocketAddr,
-    /// (user, salt, hex sha256 of salt + password)
-    pub auth: Option<(String, String, String)>,
+    pub auth: Option<crate::status_http::login::Login>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -845,17 +844,30 @@ fn validate_status(c: &mut Check, r: &RawStatus) -> Option<StatusPage> {
             return None;
         }
     };
-    let auth = match (&r.user, &r.password_sha256) {
-        (Some(u), Some(h)) => match h.split_once('$') {
-            Some((salt, hex))
-                if hex.len() == 64 && hex.chars().all(|ch| ch.is_ascii_hexdigit()) =>
-            {
-                Some((u.clone(), salt.to_string(), hex.to_ascii_lowercase()))
-            }
-            _ => {
+    use crate::status_http::login::{Login, PasswordHash};
+    // `password_sha256` is the field's old name; either takes either format.
+    let (path, hash) = match (&r.password_hash, &r.password_sha256) {
+        (Some(h), None) => ("$.status.password_hash", Some(h)),
+        (None, Some(h)) => ("$.status.password_sha256", Some(h)),
+        (None, None) => ("$.status.password_hash", None),
+        (Some(_), Some(_)) => {
+            c.err(
+                "$.status",
+                "give `password_hash` or its old name `password_sha256`, not both",
+            );
+            return None;
+        }
+    };
+    let auth = match (&r.user, hash) {
+        (Some(u), Some(h)) => match PasswordHash::parse(h) {
+            Some(hash) => Some(Login {
+                user: u.clone(),
+                hash,
+            }),
+            None => {
                 c.err(
-                    "$.status.password_sha256",
-                    "must be `salt$hex` as printed by `dyeing-gateway hash-password`",
+                    path,
+                    "must be a hash as printed by `dyeing-gateway hash-password`",
                 );
                 None
             }
@@ -864,7 +876,7 @@ fn validate_status(c: &mut Check, r: &RawStatus) -> Option<StatusPage> {
         _ => {
             c.err(
                 "$.status",
-                "give both `user` and `password_sha256`, or neither",
+                "give both `user` and `password_hash`, or neither",
             );
             None
         }
@@ -872,7 +884,7 @@ fn validate_status(c: &mut Check, r: &RawStatus) -> Option<StatusPage> {
     if !addr.ip().is_loopback() && auth.is_none() {
         c.err(
             "$.status.listen",
-            format!("{addr} is reachable from the network: set `user` and `password_sha256` (a technician's laptop must log in)"),
+            format!("{addr} is reachable from the network: set `user` and `password_hash` (a technician's laptop must log in)"),
         );
     }
     Some(StatusPage { listen: addr, auth })

@@ -261,6 +261,8 @@ pub struct RawStatus {
     /// `host:port` of the status page (default `127.0.0.1:9180`); `""` turns it off.
     pub listen: Option<String>,
     pub user: Option<String>,
-    /// `salt$hex(sha256(salt + password))`, made by `dyeing-gateway hash-password`.
+    /// `pbkdf2-sha256$...`, made by `dyeing-gateway hash-password`.
+    pub password_hash: Option<String>,
+    /// The old name of `password_hash` (and of the old `salt$hex(sha256(salt + password))`).
     pub password_sha256: Option<String>,
 }
