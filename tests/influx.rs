@@ -263,6 +263,7 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
                 rejected_file: None,
                 shutdown_grace: Duration::from_secs(1),
                 hold_max_points: 1000,
+                hold_max_bytes: 1 << 20,
             },
             Box::new(InfluxSink::new(&influx_cfg, None)),
             Box::new(MemoryBuffer::new(10_000)),

@@ -91,6 +91,9 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
         Box::new(sink(&influx)),
         Box::new(spool),
         status.clone(),
+        Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
     );
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
     let live = Liveness::default();
