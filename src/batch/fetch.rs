@@ -5,7 +5,7 @@
 //! never touches a device. Bad input (malformed JSON, HTTP errors, an unknown machine, a name
 //! that does not fit or has characters the HMI cannot show) is logged once per distinct
 //! problem and skipped; nothing is written. A machine listed twice in one answer gets only
-//! its first valid entry.
+//! its first entry that can be written.
 
 use super::{BatchOrder, Command};
 use crate::config::{BatchWrite, Config};
@@ -234,10 +234,9 @@ impl Fetcher {
         }
         let mut sent = Vec::new();
         let mut listed = HashSet::new();
-        // The first valid entry of each machine, by name: a machine listed twice gets the same
-        // entry on every fetch, never one and then the other. Bad entries are reported on their
-        // own and do not count.
-        let mut first: Vec<(usize, String)> = Vec::new();
+        // Per machine: the first entry that can be written, and the later ones skipped. A
+        // machine listed twice gets the same entry on every fetch, never one and then the other.
+        let mut chosen: Vec<(usize, String, Vec<String>)> = Vec::new();
         for e in entries {
             let Some(index) = self.machines.iter().position(|(n, _)| *n == e.machine) else {
                 self.problem_once(format!("unknown machine `{}`", e.machine));
@@ -255,15 +254,11 @@ impl Fetcher {
                 self.problem_once(format!("machine `{}`: {p}", e.machine));
                 continue;
             }
-            if let Some((_, kept)) = first.iter().find(|(i, _)| *i == index) {
-                let kept = kept.clone();
-                self.problem_once(format!(
-                    "machine `{}` is listed more than once; its first valid entry (`{kept}`) is used, `{}` is skipped",
-                    e.machine, e.name
-                ));
+            if let Some((_, _, later)) = chosen.iter_mut().find(|(i, _, _)| *i == index) {
+                later.push(e.name);
                 continue;
             }
-            first.push((index, e.name.clone()));
+            chosen.push((index, e.name.clone(), Vec::new()));
             let order = BatchOrder {
                 machine: index,
                 name: e.name,
@@ -282,6 +277,15 @@ impl Fetcher {
                 }
             }
             sent.push(order);
+        }
+        for (index, first, later) in chosen {
+            if !later.is_empty() {
+                self.problem_once(format!(
+                    "machine `{}` is listed more than once; the first entry (`{first}`) is used, the others (`{}`) are",
+                    self.machines[index].0,
+                    later.join("`, `")
+                ));
+            }
         }
         // Machines no longer listed: their writer learns that the API has taken its last
         // confirmation (a later listing of the same name is then a new batch: a re-dye).
@@ -378,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn two_entries_for_one_machine_hand_over_the_first_every_time() {
+    fn two_entries_for_one_machine_hand_over_the_first_writable_one_every_time() {
         let config = crate::config::validate_raw(
             crate::config::parse(
                 r#"{"machines": [{"name": "JET-01", "ip_address": "10.0.0.1",
@@ -389,7 +393,8 @@ mod tests {
         )
         .expect("valid");
         let url = serve(
-            r#"[{"machine": "JET-01", "batch": "LOT-A", "id": 1}, {"machine": "JET-01", "batch": "LOT-B", "id": 2}]"#,
+            r#"[{"machine": "JET-01", "batch": "A-NAME-TOO-LONG-FOR-TEN-REGISTERS"},
+                {"machine": "JET-01", "batch": "LOT-A", "id": 1}, {"machine": "JET-01", "batch": "LOT-B", "id": 2}]"#,
         );
         let (tx, rx) = crossbeam_channel::bounded(16);
         let mut f = Fetcher::new(&config, url, vec![tx]);
