@@ -61,6 +61,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
             rejected_file: None,
             shutdown_grace: Duration::from_secs(5),
             hold_max_points: 1000,
+            journal: None,
         },
         Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)),
         Box::new(sp),

@@ -195,6 +195,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
             rejected_file: Some(rejected.clone()),
             shutdown_grace: Duration::from_secs(10),
             hold_max_points: 1000,
+            journal: None,
         },
         Box::new(InfluxSink::new(&influx_cfg, None)),
         Box::new(MemoryBuffer::new(10_000)),

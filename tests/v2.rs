@@ -45,6 +45,7 @@ fn upload_with_timeout(
             rejected_file: Some(dir.path().join("rejected.lp")),
             shutdown_grace: Duration::from_secs(20),
             hold_max_points: 1000,
+            journal: None,
         },
         Box::new(InfluxSink::new(
             cfg.influx.as_ref().expect("influx"),

@@ -41,6 +41,7 @@ fn uploader(
             rejected_file: None,
             shutdown_grace: Duration::from_secs(1),
             hold_max_points: 1000,
+            journal: None,
         },
         Box::new(Scripted {
             answer: Box::new(answer),
@@ -182,6 +183,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
             rejected_file: None,
             shutdown_grace: Duration::from_secs(1),
             hold_max_points: 1000,
+            journal: None,
         },
         Box::new(Scripted {
             answer: Box::new(|_, _| Outcome::Accepted),
