@@ -339,7 +339,15 @@ impl Uploader {
             };
             select! {
                 recv(rx) -> msg => match msg {
-                    Ok(b) => self.push(b),
+                    Ok(b) => {
+                        self.push(b);
+                        // Take what else is waiting (bounded, to keep beating): a poll is in
+                        // the crash journal only once taken, and while a request hangs this
+                        // runs only every 50 ms.
+                        for b in rx.try_iter().take(1024) {
+                            self.push(b);
+                        }
+                    }
                     Err(_) => self.points = None,
                 },
                 default(left) => {}
