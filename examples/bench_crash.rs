@@ -8,7 +8,8 @@
 //! - bytes written to the state directory per point in normal operation (the process's
 //!   `write_bytes`: block-device writes; the journal is on tmpfs and the log goes to tmpfs).
 //!
-//! Figures, not assertions: `scripts/bench-crash [--kills 20] [--seconds 20] [--compare]`.
+//! Figures, not assertions: `scripts/bench-crash [--kills 20] [--seconds 20] [--compare]
+//! [--seed N]`.
 
 #[path = "../tests/util.rs"]
 mod util;
@@ -228,7 +229,13 @@ fn main() {
     );
     let kills = arg("--kills", 20.0) as usize;
     let seconds = arg("--seconds", 20.0);
-    let seed = arg("--seed", fastrand::u64(..) as f64) as u64;
+    let args: Vec<String> = std::env::args().collect();
+    let seed = args
+        .iter()
+        .position(|a| a == "--seed")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     println!("bench_crash: seed {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     let modes: &[bool] = if flag("--compare") {
