@@ -63,6 +63,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
             shutdown_grace: Duration::from_secs(5),
             hold_max_points: 1000,
             hold_max_bytes: 1 << 20,
+            journal: None,
         },
         Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)),
         Box::new(sp),

@@ -11,8 +11,10 @@ use crate::config::Config;
 use crate::poller::{transport_for, Poller};
 use crate::status::{Board, Liveness, MachineStatus};
 use crate::uploader::buffer::Buffer;
+use crate::uploader::journal::{self, JournalOptions};
 use crate::uploader::sink::Sink;
-use crate::uploader::{Batch, Settings, Uploader};
+pub use crate::uploader::Settings;
+use crate::uploader::{Batch, Uploader};
 use crossbeam_channel::{bounded, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -187,7 +189,18 @@ pub fn start(
     })
 }
 
+/// The crash journal of `run`: in the runtime directory (see `uploader::journal::locate`).
+/// `demo`, `once` and in-process tests run without one, so they never take back the points
+/// of a production gateway.
+pub fn journal_options() -> Option<JournalOptions> {
+    journal::locate().map(|dir| JournalOptions {
+        dir,
+        max_bytes: journal::DEFAULT_MAX_BYTES,
+    })
+}
+
 /// Uploader settings from the config (or defaults when no InfluxDB is configured).
+/// Without a crash journal: `run` adds it (`journal_options`).
 pub fn uploader_settings(config: &Config) -> Settings {
     let (max, flush) = config
         .influx
@@ -201,5 +214,6 @@ pub fn uploader_settings(config: &Config) -> Settings {
         shutdown_grace: Duration::from_secs(5),
         hold_max_points: config.clock.hold_max_points,
         hold_max_bytes: config.clock.hold_max_bytes,
+        journal: None,
     }
 }

@@ -241,7 +241,10 @@ fn start_generation(config: &Config) -> Result<Generation, String> {
         config,
         Box::new(sink),
         Box::new(spool),
-        app::uploader_settings(config),
+        app::Settings {
+            journal: app::journal_options(),
+            ..app::uploader_settings(config)
+        },
         clock,
     )
     .map_err(|e| format!("cannot start threads: {e}"))?;

@@ -33,6 +33,7 @@ fn settings() -> Settings {
         shutdown_grace: Duration::from_secs(5),
         hold_max_points: 1000,
         hold_max_bytes: 1 << 20,
+        journal: None,
     }
 }
 

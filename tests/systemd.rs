@@ -95,6 +95,9 @@ fn the_unit_is_hardened_within_budget() {
         "DevicePolicy=closed",
         "ProtectSystem=strict",
         "StateDirectory=",
+        // The crash journal's directory (tmpfs), kept across restarts.
+        "RuntimeDirectory=dyeing-gateway",
+        "RuntimeDirectoryPreserve=restart",
         "EnvironmentFile=-/etc/default/dyeing-gateway",
         "Restart=on-failure",
         "StartLimitIntervalSec=0",

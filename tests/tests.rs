@@ -9,6 +9,7 @@ mod batch;
 mod cli;
 mod faults;
 mod influx;
+mod journal;
 mod rtu;
 mod secrets;
 mod spool;

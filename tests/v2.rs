@@ -46,6 +46,7 @@ fn upload_with_timeout(
             shutdown_grace: Duration::from_secs(20),
             hold_max_points: 1000,
             hold_max_bytes: 1 << 20,
+            journal: None,
         },
         Box::new(InfluxSink::new(
             cfg.influx.as_ref().expect("influx"),

@@ -21,8 +21,13 @@
 //! Batches stamped while the clock was not trusted (`clock`) are held in memory with their
 //! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
 //! last flush and closing the buffer (the spool syncs what it holds).
+//!
+//! With a crash journal (`journal`), every poll is journaled as it arrives and the journal is
+//! told after each loop turn how many points are settled (no longer only in this process's
+//! memory); at start, before any new point, what a crashed predecessor left is replayed.
 
 pub mod buffer;
+pub mod journal;
 pub mod rejected;
 pub mod sink;
 pub mod spool;
@@ -33,6 +38,7 @@ use crate::lineproto::FieldType;
 use crate::status::{lock, unix_ms, Beat, UploaderStatus};
 use buffer::Buffer;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
+use journal::{Journal, JournalOptions, Replayed};
 use rejected::RejectedFile;
 use sink::{Outcome, Rejection, Sink};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -70,6 +76,8 @@ pub struct Settings {
     pub hold_max_points: usize,
     /// Bytes of points held while the clock is not trusted, at most (`buffer::point_bytes`).
     pub hold_max_bytes: usize,
+    /// The crash journal (on tmpfs); `None` runs without one.
+    pub journal: Option<JournalOptions>,
 }
 
 /// What a held batch costs in memory (`buffer::point_bytes` per line).
@@ -114,6 +122,11 @@ pub struct Uploader {
     /// Incoming batches; `None` once every sender is gone.
     points: Option<Receiver<Batch>>,
     beat: Option<Arc<Beat>>,
+    journal: Option<Journal>,
+    /// Stamped lines given to the buffer, and held batches that left `held` (stamped or
+    /// dropped), since start: what the journal's settled counts are computed from.
+    pushed: u64,
+    held_left: u64,
 }
 
 impl Uploader {
@@ -167,6 +180,9 @@ impl Uploader {
             outcomes,
             points: None,
             beat: None,
+            journal: None,
+            pushed: 0,
+            held_left: 0,
         }
     }
 
@@ -174,6 +190,18 @@ impl Uploader {
         if batch.lines.is_empty() {
             return;
         }
+        if let Some(j) = self.journal.as_mut() {
+            if batch.stamped {
+                j.append_stamped(&batch.lines);
+            } else {
+                j.append_held(&batch.lines, batch.taken);
+            }
+        }
+        self.take(batch);
+    }
+
+    /// Keep a batch (already journaled).
+    fn take(&mut self, batch: Batch) {
         if !batch.stamped {
             self.held_points += batch.lines.len();
             self.held_bytes += batch_bytes(&batch);
@@ -186,6 +214,7 @@ impl Uploader {
                 };
                 self.held_points -= b.lines.len();
                 self.held_bytes -= batch_bytes(&b);
+                self.held_left += 1;
                 lock(&self.status).dropped_unstamped += b.lines.len() as u64;
             }
             return;
@@ -193,7 +222,71 @@ impl Uploader {
         if self.buffer.is_empty() {
             self.oldest_since = Some(Instant::now());
         }
+        self.pushed += batch.lines.len() as u64;
         self.buffer.push(batch.lines);
+    }
+
+    /// Open the crash journal and take back what a crashed predecessor left, before any new
+    /// point. Without a usable journal the gateway runs on (logged).
+    fn open_journal(&mut self) {
+        let Some(opts) = self.settings.journal.clone() else {
+            return;
+        };
+        match Journal::open(&opts) {
+            Ok((j, rec)) => {
+                if rec.points > 0 || rec.torn_bytes > 0 || rec.stale_held > 0 {
+                    log::info!(
+                        "crash journal {}: {} points from before the restart taken back{}{}",
+                        opts.dir.display(),
+                        rec.points,
+                        if rec.torn_bytes > 0 {
+                            format!("; {} bytes of a write cut short dropped", rec.torn_bytes)
+                        } else {
+                            String::new()
+                        },
+                        if rec.stale_held > 0 {
+                            format!(
+                                "; {} points held for the clock before a reboot cannot be stamped and are dropped",
+                                rec.stale_held
+                            )
+                        } else {
+                            String::new()
+                        }
+                    );
+                } else {
+                    log::info!("crash journal in {}", opts.dir.display());
+                }
+                for b in rec.batches {
+                    let batch = match b {
+                        Replayed::Stamped(lines) => Batch::stamped(lines),
+                        Replayed::Held { lines, taken } => Batch {
+                            lines,
+                            taken,
+                            stamped: false,
+                        },
+                    };
+                    self.take(batch);
+                }
+                self.journal = Some(j);
+            }
+            Err(e) => log::error!(
+                "no crash journal ({e}): a crash loses the points not yet in InfluxDB or the spool"
+            ),
+        }
+    }
+
+    /// Tell the journal what is settled: the buffer lets lines go in order, from its memory
+    /// to InfluxDB, the rejected file or the spool (written and synced within `maintain`),
+    /// so every pushed line no longer in its memory is settled.
+    fn settle_journal(&mut self) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        let in_memory = self
+            .buffer
+            .len()
+            .saturating_sub(self.buffer.on_disk() as usize) as u64;
+        j.settle(self.pushed.saturating_sub(in_memory), self.held_left);
     }
 
     /// Stamp held batches once the clock is trusted: poll time = now - age on the monotonic
@@ -214,7 +307,9 @@ impl Uploader {
                     None => l,
                 })
                 .collect();
+            // Journaled again as stamped before the held record counts as settled.
             self.push(Batch::stamped(lines));
+            self.held_left += 1;
         }
         self.held_points = 0;
         self.held_bytes = 0;
@@ -452,7 +547,15 @@ impl Uploader {
             };
             select! {
                 recv(rx) -> msg => match msg {
-                    Ok(b) => self.push(b),
+                    Ok(b) => {
+                        self.push(b);
+                        // Take what else is waiting (bounded, to keep beating): a poll is in
+                        // the crash journal only once taken, and while a request hangs this
+                        // runs only every 50 ms.
+                        for b in rx.try_iter().take(1024) {
+                            self.push(b);
+                        }
+                    }
                     Err(_) => self.points = None,
                 },
                 default(left) => {}
@@ -584,6 +687,7 @@ impl Uploader {
 
     /// The thread's loop. Returns when every sender is gone and the last flush is done.
     pub fn run(mut self, rx: Receiver<Batch>, beat: Arc<Beat>) {
+        self.open_journal();
         self.points = Some(rx);
         self.beat = Some(beat);
         let mut clock_checked = Instant::now();
@@ -616,6 +720,7 @@ impl Uploader {
                 self.flush_once();
             }
             self.update_status();
+            self.settle_journal();
         }
         self.finish();
     }
@@ -635,11 +740,19 @@ impl Uploader {
         }
         self.buffer.close();
         self.update_status();
+        self.settle_journal();
         if self.held_points > 0 {
-            log::error!(
-                "shutting down with {} points that were polled before the clock was synchronized: they cannot be stamped and are lost",
-                self.held_points
-            );
+            if self.journal.is_some() {
+                log::warn!(
+                    "shutting down with {} points that were polled before the clock was synchronized: kept in the crash journal for a restart within this boot",
+                    self.held_points
+                );
+            } else {
+                log::error!(
+                    "shutting down with {} points that were polled before the clock was synchronized: they cannot be stamped and are lost",
+                    self.held_points
+                );
+            }
         }
         if !self.buffer.is_empty() {
             log::info!(

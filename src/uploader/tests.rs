@@ -43,6 +43,7 @@ fn uploader(
             shutdown_grace: Duration::from_secs(1),
             hold_max_points: 1000,
             hold_max_bytes: 1 << 20,
+            journal: None,
         },
         Box::new(Scripted {
             answer: Box::new(answer),
@@ -279,6 +280,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
             shutdown_grace: Duration::from_secs(1),
             hold_max_points: 1000,
             hold_max_bytes: 1 << 20,
+            journal: None,
         },
         Box::new(Scripted {
             answer: Box::new(|_, _| Outcome::Accepted),
@@ -325,4 +327,111 @@ fn points_held_for_the_clock_are_bounded_in_bytes_and_the_oldest_dropped_counted
     assert_eq!(u.held_points, 8, "two whole polls fit");
     assert!(u.held_bytes <= u.settings.hold_max_bytes);
     assert_eq!(lock(&st).dropped_unstamped, 12);
+}
+
+/// Run an uploader on `journal` until `until` holds (or 20 s), then stop it cleanly.
+fn run_on_journal(
+    journal: &std::path::Path,
+    clock: crate::clock::Clock,
+    answer: impl FnMut(&str, usize) -> Outcome + Send + 'static,
+    batches: Vec<Batch>,
+    until: impl Fn(&UploaderStatus) -> bool,
+) -> (Vec<String>, UploaderStatus) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let status = Arc::new(Mutex::new(UploaderStatus::default()));
+    let u = Uploader::new(
+        Settings {
+            max_points_per_write: 100,
+            flush_interval: Duration::from_millis(10),
+            rejected_file: None,
+            shutdown_grace: Duration::from_millis(200),
+            hold_max_points: 1000,
+            hold_max_bytes: 1 << 20,
+            journal: Some(journal::JournalOptions {
+                dir: journal.to_path_buf(),
+                max_bytes: 1 << 20,
+            }),
+        },
+        Box::new(Scripted {
+            answer: Box::new(answer),
+            bodies: bodies.clone(),
+        }),
+        Box::new(MemoryBuffer::new(1000)),
+        status.clone(),
+        Arc::new(clock),
+    );
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(16);
+    let live = crate::status::Liveness::default();
+    let beat = live.register("uploader");
+    let h = std::thread::spawn(move || u.run(rx, beat));
+    for b in batches {
+        tx.send(b).expect("send");
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while !until(&lock(&status)) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(tx);
+    h.join().expect("join");
+    let bodies = lock(&bodies).clone();
+    let st = lock(&status).clone();
+    (bodies, st)
+}
+
+#[test]
+fn points_only_in_memory_and_held_points_come_back_from_the_journal() {
+    let dir = std::env::temp_dir().join(format!(
+        "dg-uploader-journal-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    // First run: InfluxDB is down and the clock not synchronized; the buffer is memory only,
+    // so what it holds at the end would be gone without the journal.
+    let unsynced =
+        crate::clock::Clock::new(crate::clock::SyncCheck::File(dir.join("no-such-flag")));
+    let held = Batch {
+        lines: vec!["m v=7i 0".into(), "m v=8i 0".into()],
+        taken: Instant::now() - Duration::from_secs(2),
+        stamped: false,
+    };
+    let down = || Outcome::Retry {
+        after: None,
+        reason: "down".into(),
+    };
+    let (_, st) = run_on_journal(
+        &dir,
+        unsynced,
+        move |_, _| down(),
+        vec![Batch::stamped(lines(3)), held],
+        |s| s.held_unstamped == 2 && s.buffered == 3,
+    );
+    assert_eq!((st.held_unstamped, st.buffered), (2, 3));
+    // Second run: InfluxDB is back and the clock is trusted.
+    let before = crate::clock::wall_ms();
+    let (bodies, st) = run_on_journal(
+        &dir,
+        crate::clock::Clock::trusted(),
+        |_, _| Outcome::Accepted,
+        vec![],
+        |s| s.points_written == 5,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let sent: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| b.lines())
+        .map(String::from)
+        .collect();
+    assert_eq!(st.points_written, 5, "{sent:?}");
+    assert_eq!(&sent[..3], lines(3).as_slice());
+    // The held points are stamped with their poll time, about 2 s before the restart.
+    for l in &sent[3..] {
+        let ts: i64 = l
+            .rsplit_once(' ')
+            .and_then(|(_, t)| t.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            ts <= before - 1500 && ts >= before - 30_000,
+            "{l}: {ts} vs {before}"
+        );
+    }
 }
