@@ -42,33 +42,6 @@ fn config(influx: &Influxd, port: u16, state: &TempDir) -> serde_json::Value {
     })
 }
 
-/// The sequence values stored in InfluxDB.
-fn stored(influx: &Influxd) -> BTreeSet<u64> {
-    influx
-        .rows("SELECT sequence FROM high_frequency_data WHERE machine = 'SEQ'")
-        .iter()
-        .filter_map(|r| r["sequence"].as_u64())
-        .collect()
-}
-
-/// Runs of missing values in 1..=max.
-fn gaps(seen: &BTreeSet<u64>) -> Vec<(u64, u64)> {
-    let max = seen.iter().next_back().copied().unwrap_or(0);
-    let mut out = Vec::new();
-    let mut start = None;
-    for v in 1..=max {
-        match (seen.contains(&v), start) {
-            (false, None) => start = Some(v),
-            (true, Some(s)) => {
-                out.push((s, v - 1));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 struct Setup {
     influx: Influxd,
     dir: TempDir,
@@ -84,20 +57,7 @@ fn setup() -> Setup {
     let cfg = dir.write("machines.json", &config(&influx, port, &state).to_string());
     std::mem::forget(state);
     let cfg = cfg.to_str().unwrap_or_default().to_string();
-    let sim = Proc::spawn(
-        "simulate",
-        Command::new(bin()).args(["--config", &cfg, "simulate", "--bind-host", "127.0.0.1"]),
-        dir.path(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "{}",
-        sim.dump()
-    );
+    let sim = simulator(&cfg, port, dir.path(), &["--bind-host", "127.0.0.1"]);
     Setup {
         influx,
         dir,
@@ -120,7 +80,7 @@ fn settle(influx: &Influxd) -> BTreeSet<u64> {
     let end = Instant::now() + Duration::from_secs(30);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(700));
-        let now = stored(influx);
+        let now = stored_sequence(influx);
         if !now.is_empty() && now == last {
             break;
         }
@@ -332,7 +292,7 @@ fn points_polled_before_the_clock_is_synchronized_are_held_then_stamped() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        stored(&influx).is_empty(),
+        stored_sequence(&influx).is_empty(),
         "nothing may be stored while the clock is not trusted\n{}",
         gw.dump()
     );

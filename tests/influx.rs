@@ -343,20 +343,7 @@ fn a_field_type_conflict_is_set_aside_once_without_flooding_influxdb() {
     });
     let path = dir.write("machines.json", &cfg.to_string());
     let c = path.to_str().unwrap_or_default().to_string();
-    let sim = Proc::spawn(
-        "simulate",
-        std::process::Command::new(bin()).args(["--config", &c, "simulate", "--step", "0.5"]),
-        dir.path(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "{}",
-        sim.dump()
-    );
+    let sim = simulator(&c, port, dir.path(), &["--step", "0.5"]);
     let before = influx_write_requests(&influx);
     let run_s = 6.0;
     let out = gateway(

@@ -40,20 +40,7 @@ fn rig() -> Rig {
         .to_string(),
     );
     let cfg = cfg.to_str().unwrap_or_default().to_string();
-    let sim = Proc::spawn(
-        "simulate",
-        Command::new(bin()).args(["--config", &cfg, "simulate", "--bind-host", "127.0.0.1"]),
-        dir.path(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "{}",
-        sim.dump()
-    );
+    let sim = simulator(&cfg, port, dir.path(), &["--bind-host", "127.0.0.1"]);
     Rig {
         influx,
         dir,
@@ -71,32 +58,6 @@ fn gateway(r: &Rig, n: usize) -> Proc {
             .env("RUNTIME_DIRECTORY", &r.runtime),
         r.dir.path(),
     )
-}
-
-fn stored(influx: &Influxd) -> BTreeSet<u64> {
-    influx
-        .rows("SELECT sequence FROM high_frequency_data WHERE machine = 'SEQ'")
-        .iter()
-        .filter_map(|r| r["sequence"].as_u64())
-        .collect()
-}
-
-/// Runs of missing values in 1..=max.
-fn gaps(seen: &BTreeSet<u64>) -> Vec<(u64, u64)> {
-    let max = seen.iter().next_back().copied().unwrap_or(0);
-    let mut out = Vec::new();
-    let mut start = None;
-    for v in 1..=max {
-        match (seen.contains(&v), start) {
-            (false, None) => start = Some(v),
-            (true, Some(s)) => {
-                out.push((s, v - 1));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 #[test]
@@ -140,7 +101,7 @@ fn sigkill_with_and_without_an_outage_loses_no_polled_point() {
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(700));
-        let now = stored(&r.influx);
+        let now = stored_sequence(&r.influx);
         if !now.is_empty() && now == seen {
             break;
         }

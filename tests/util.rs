@@ -574,3 +574,53 @@ impl Logs {
         format!("--- log ---\n{}", kept.join("\n"))
     }
 }
+
+/// `dyeing-gateway simulate` for the config `cfg` (plus `args`), once the machine on `port`
+/// accepts connections.
+pub fn simulator(cfg: &str, port: u16, dir: &Path, args: &[&str]) -> Proc {
+    let sim = Proc::spawn(
+        "simulate",
+        Command::new(bin())
+            .args(["--config", cfg, "simulate"])
+            .args(args),
+        dir,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "{}",
+        sim.dump()
+    );
+    sim
+}
+
+/// The `sequence` values of the simulated machine `SEQ` stored in InfluxDB (the simulator's
+/// `sequence` register counts the requests it answers, so a missing value is a lost point).
+pub fn stored_sequence(influx: &Influxd) -> std::collections::BTreeSet<u64> {
+    influx
+        .rows("SELECT sequence FROM high_frequency_data WHERE machine = 'SEQ'")
+        .iter()
+        .filter_map(|r| r["sequence"].as_u64())
+        .collect()
+}
+
+/// Runs of missing values in 1..=max.
+pub fn gaps(seen: &std::collections::BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let max = seen.iter().next_back().copied().unwrap_or(0);
+    let mut out = Vec::new();
+    let mut start = None;
+    for v in 1..=max {
+        match (seen.contains(&v), start) {
+            (false, None) => start = Some(v),
+            (true, Some(s)) => {
+                out.push((s, v - 1));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
