@@ -375,3 +375,86 @@ fn this_release_state_is_taken_over_by_the_previous_one_after_a_rollback() {
     let old = old_bin();
     hand_over("rollback", &bin(), &old);
 }
+
+/// Every file under `dir` with its content.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn state_in_a_newer_format_is_refused_loudly_and_left_untouched() {
+    let dir = TempDir::new("newer");
+    let state = dir.path().join("state");
+    // What a later release might leave: its logs, state files and rejected.lp, format 2.
+    for (name, text) in [
+        ("spool/FORMAT", "2\n"),
+        ("spool/0000000000000000.seg", "not a format 1 record"),
+        ("outbox/FORMAT", "2\n"),
+        ("outbox/0000000000000000.seg", "not a format 1 record"),
+        (
+            "batch/JET-01.json",
+            r#"{"format": 2, "last": {"batches": ["LOT1"]}}"#,
+        ),
+        ("finish/JET-01.json", r#"{"format": 2, "armed": "yes"}"#),
+        (
+            "rejected.lp",
+            "# dyeing-gateway rejected.lp format 2\nm v=1 1\n",
+        ),
+    ] {
+        let p = state.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(&p, text).expect("write");
+    }
+    let before = snapshot(&state);
+    let peer = hmi_peer(&dir);
+    let mut c = hmi(peer.port);
+    set(&mut c, PROCESS, &[101]);
+    let api = Api::start();
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let cfg = config(&dir, "gw.json", peer.port, &api, &down);
+    let mut gw = run(&dir, "gw", &bin(), &cfg);
+    // The gateway runs on (it polls), the finish and the offered batch are left alone.
+    std::thread::sleep(Duration::from_secs(2));
+    set(&mut c, PROCESS, &[305]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        gw.terminate(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        gw.dump()
+    );
+    let log = gw.output();
+    for part in [
+        "spool/FORMAT: format 2",
+        "outbox/FORMAT: format 2",
+        "batch writing off",
+        "finish detection off",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ERROR") && l.contains(part) && l.contains("newer gateway")),
+            "refused loudly: {part}\n{log}"
+        );
+    }
+    let after = snapshot(&state);
+    for (p, b) in &before {
+        assert_eq!(after.get(p), Some(b), "{} untouched\n{log}", p.display());
+    }
+    assert!(
+        !api.server.requests().iter().any(|r| r.path != "/strings"),
+        "nothing posted\n{log}"
+    );
+    assert_eq!(read_area(&mut c).0, "", "nothing written to the HMI");
+}
