@@ -209,14 +209,20 @@ impl Poller {
         let endpoint = self.endpoint.describe();
         for u in &mut self.units {
             let file = batch::state::file_name(&u.machine.name);
-            u.finish = u.machine.finish.clone().map(|f| {
+            let name = u.machine.name.clone();
+            let refused = |what: &str, e: batch::state::Newer| {
+                log::error!("{name}: {what} off: {e}");
+            };
+            u.finish = u.machine.finish.clone().and_then(|f| {
                 FinishDetector::load(
                     f,
                     &u.machine.name,
                     config.state_dir.join("finish").join(format!("{file}.json")),
                 )
+                .map_err(|e| refused("finish detection", e))
+                .ok()
             });
-            u.writer = u.machine.batch_write.clone().map(|bw| {
+            u.writer = u.machine.batch_write.clone().and_then(|bw| {
                 let identity = bw
                     .identity
                     .map(|(r, v)| (u.machine.registers[r].clone(), v));
@@ -231,6 +237,8 @@ impl Poller {
                     audit.clone(),
                     self.clock.clone(),
                 )
+                .map_err(|e| refused("batch writing", e))
+                .ok()
             });
         }
         self.commands = commands;

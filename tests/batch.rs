@@ -19,25 +19,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const PROCESS: u16 = 6;
-const BATCH: u16 = 10;
-const AREA: u16 = 100;
-const HANDSHAKE: u16 = 120;
+pub(crate) const PROCESS: u16 = 6;
+pub(crate) const BATCH: u16 = 10;
+pub(crate) const AREA: u16 = 100;
+pub(crate) const HANDSHAKE: u16 = 120;
 const IDENTITY: u16 = 50;
 
 /// The test's own Modbus connection to the HMI.
-fn hmi(port: u16) -> Client {
+pub(crate) fn hmi(port: u16) -> Client {
     let mut t = TcpTransport::new("127.0.0.1", port, Duration::from_secs(2));
     dyeing_gateway::modbus::transport::Transport::open(&mut t).expect("connect to pymodbus");
     Client::new(Box::new(t))
 }
 
-fn set(c: &mut Client, address: u16, words: &[u16]) {
+pub(crate) fn set(c: &mut Client, address: u16, words: &[u16]) {
     c.write_multiple(1, address, words)
         .expect("write to pymodbus");
 }
 
-fn read_area(c: &mut Client) -> (String, u16) {
+pub(crate) fn read_area(c: &mut Client) -> (String, u16) {
     let text = match c
         .read(1, RegisterKind::Holding, AREA, 10)
         .expect("read area")
@@ -55,7 +55,7 @@ fn read_area(c: &mut Client) -> (String, u16) {
     (text, hs)
 }
 
-fn hmi_peer(dir: &TempDir) -> ModbusPeer {
+pub(crate) fn hmi_peer(dir: &TempDir) -> ModbusPeer {
     // A plain (non-sparse) map: every address 0..1000 exists and is writable.
     let regs = json!([
         {"kind": "holding", "address": PROCESS, "type": "uint16", "value": 0},
@@ -106,7 +106,7 @@ fn config(
         .to_string()
 }
 
-fn header(r: &Received, name: &str) -> Option<String> {
+pub(crate) fn header(r: &Received, name: &str) -> Option<String> {
     r.headers
         .iter()
         .find(|(k, _)| k == name)

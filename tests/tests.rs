@@ -17,3 +17,4 @@ mod status;
 mod systemd;
 mod tcp;
 mod v2;
+mod versions;

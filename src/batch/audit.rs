@@ -1,6 +1,8 @@
 //! The audit log of writes to machines: one JSON line per write (or would-be write in shadow
 //! mode, or refused write), appended and synced before the result is acted on. Lines are short
-//! and written with O_APPEND, so several endpoint threads can share the file.
+//! and written with O_APPEND, so several endpoint threads can share the file. Every line
+//! carries `"format"` (see `durable::format`; lines without it are format 1): the gateway only
+//! appends, so lines of different versions can follow each other and each says what it is.
 
 use serde_json::Value;
 use std::fs::OpenOptions;
@@ -13,6 +15,8 @@ pub fn record(path: &Path, entry: &Value) {
             std::fs::create_dir_all(dir)?;
         }
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut entry = entry.clone();
+        crate::durable::format::stamp_json(&mut entry);
         let mut line = entry.to_string();
         line.push('\n');
         f.write_all(line.as_bytes())?;

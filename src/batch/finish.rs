@@ -29,14 +29,15 @@ pub struct FinishDetector {
 }
 
 impl FinishDetector {
-    pub fn load(cfg: Finish, machine: &str, path: PathBuf) -> Self {
-        let state = state::load(&path).unwrap_or_default();
-        FinishDetector {
+    /// Refused (nothing changed) when the state file is in a newer format.
+    pub fn load(cfg: Finish, machine: &str, path: PathBuf) -> Result<Self, state::Newer> {
+        let state = state::load(&path)?.unwrap_or_default();
+        Ok(FinishDetector {
             cfg,
             machine: machine.to_string(),
             path,
             state,
-        }
+        })
     }
 
     pub fn register(&self) -> usize {
@@ -137,6 +138,7 @@ mod tests {
             "JET-01",
             path,
         )
+        .expect("state")
     }
 
     fn run(d: &mut FinishDetector, codes: &[Option<i64>], batch: &str) -> usize {
@@ -172,7 +174,7 @@ mod tests {
         assert_eq!(run(&mut d, &[Some(101), Some(305)], "B1"), 1);
         let path = d.path.clone();
         let cfg = d.cfg.clone();
-        let mut again = FinishDetector::load(cfg, "JET-01", path);
+        let mut again = FinishDetector::load(cfg, "JET-01", path).expect("state");
         assert_eq!(run(&mut again, &[Some(305), Some(305)], "B1"), 0);
         assert!(
             again.state().pending.is_some(),

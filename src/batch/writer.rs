@@ -103,9 +103,9 @@ impl BatchWriter {
         path: PathBuf,
         audit: PathBuf,
         clock: Arc<Clock>,
-    ) -> Self {
-        let state = state::load(&path).unwrap_or_default();
-        BatchWriter {
+    ) -> Result<Self, state::Newer> {
+        let state = state::load(&path)?.unwrap_or_default();
+        Ok(BatchWriter {
             cfg,
             machine: machine.to_string(),
             endpoint: endpoint.to_string(),
@@ -119,7 +119,7 @@ impl BatchWriter {
             unlisted_since_confirm: false,
             waiting_logged: false,
             clock,
-        }
+        })
     }
 
     pub fn state(&self) -> &WriterState {
@@ -487,6 +487,7 @@ mod tests {
             dir.join("audit.jsonl"),
             Arc::new(crate::clock::Clock::trusted()),
         )
+        .expect("state")
     }
 
     fn order(name: &str, id: Option<&str>) -> BatchOrder {

@@ -23,6 +23,8 @@
 //!   must tolerate duplicates (InfluxDB does; the outbox uses idempotency keys).
 //! - **Bound**: when the segments exceed `max_bytes`, the oldest segment is deleted even if
 //!   not acknowledged; its records are counted as dropped.
+//! - **Format**: the directory's `FORMAT` file (see `durable::format`); a newer one is
+//!   refused by `open`, and nothing in the directory is changed.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -212,8 +214,12 @@ fn resync(path: &Path, from: u64, size: u64) -> io::Result<Option<u64>> {
 
 impl Log {
     /// Open (or create) the log in `dir`, recovering from a crash.
+    /// A directory in a newer format (see `durable::format`) is refused before anything in it
+    /// is touched.
     pub fn open(dir: &Path, opts: LogOptions) -> io::Result<(Log, Recovery)> {
+        super::format::check_dir(dir)?;
         fs::create_dir_all(dir)?;
+        super::format::mark_dir(dir)?;
         let mut firsts: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {

@@ -2,10 +2,19 @@
 //! line, so they can be fixed and written again by hand. The file is capped: when an append
 //! would take it past `max_bytes` it is renamed to `rejected.lp.1` (replacing the older one)
 //! and a new one is started, so the two together never hold more than twice the cap.
+//!
+//! A new file starts with the comment line `HEADER`, which names its format (see
+//! `durable::format`; a file without it is format 1). A file in a newer format is not appended
+//! to, rotated or changed: `append` fails and the uploader logs it.
 
+use crate::durable::format::{Newer, FORMAT};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+/// The first line of a new file (format 1).
+pub const HEADER: &str = "# dyeing-gateway rejected.lp format 1\n";
+const HEADER_PREFIX: &str = "# dyeing-gateway rejected.lp format ";
 
 /// The cap of `rejected.lp` used by the gateway.
 pub const MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -15,14 +24,17 @@ pub struct RejectedFile {
     max_bytes: u64,
     /// The file's size, learnt at the first append.
     size: Option<u64>,
+    /// The file's format was checked (at the first append).
+    checked: bool,
 }
 
 impl RejectedFile {
     pub fn new(path: PathBuf, max_bytes: u64) -> RejectedFile {
         RejectedFile {
             path,
-            max_bytes: max_bytes.max(1),
+            max_bytes: max_bytes.max(HEADER.len() as u64 + 1),
             size: None,
+            checked: false,
         }
     }
 
@@ -40,9 +52,14 @@ impl RejectedFile {
     /// Append `entry` (whole lines, each ending in `\n`), rotating first when it would not
     /// fit. An entry longer than the cap is cut to it at a line boundary where there is one.
     pub fn append(&mut self, entry: &str) -> std::io::Result<()> {
+        if !self.checked {
+            self.check_format()?;
+            self.checked = true;
+        }
         let mut entry = entry;
-        if entry.len() as u64 > self.max_bytes {
-            let mut at = self.max_bytes as usize;
+        let room = self.max_bytes - HEADER.len() as u64;
+        if entry.len() as u64 > room {
+            let mut at = room as usize;
             while !entry.is_char_boundary(at) {
                 at -= 1;
             }
@@ -64,9 +81,39 @@ impl RejectedFile {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        f.write_all(entry.as_bytes())?;
-        self.size = Some(size + entry.len() as u64);
+        let text = if size == 0 {
+            format!("{HEADER}{entry}")
+        } else {
+            entry.to_string()
+        };
+        f.write_all(text.as_bytes())?;
+        self.size = Some(size + text.len() as u64);
         Ok(())
+    }
+
+    /// Refuse a file whose first line names a newer format.
+    fn check_format(&self) -> std::io::Result<()> {
+        let Ok(f) = File::open(&self.path) else {
+            return Ok(());
+        };
+        let mut head = Vec::new();
+        f.take(HEADER.len() as u64 + 20).read_to_end(&mut head)?;
+        let head = String::from_utf8_lossy(&head);
+        let Some(rest) = head
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(HEADER_PREFIX))
+        else {
+            return Ok(());
+        };
+        match rest.trim().parse::<u64>() {
+            Ok(n) if n <= FORMAT => Ok(()),
+            found => Err(Newer {
+                path: self.path.clone(),
+                found: found.ok(),
+            }
+            .into()),
+        }
     }
 }
 
@@ -105,6 +152,39 @@ mod tests {
         let mut g = RejectedFile::new(dir.join("rejected.lp"), 1000);
         g.append(&entry).expect("append");
         assert!(size(g.path()) <= 1000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_file_names_its_format_and_a_newer_one_is_left_alone() {
+        assert_eq!(HEADER, format!("{HEADER_PREFIX}{FORMAT}\n"));
+        let dir = std::env::temp_dir().join(format!(
+            "dg-rejected-fmt-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("rejected.lp");
+        let mut f = RejectedFile::new(path.clone(), 1000);
+        f.append("# 1 x\nm v=1 1\n").expect("append");
+        f.append("# 2 x\nm v=2 2\n").expect("append");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, format!("{HEADER}# 1 x\nm v=1 1\n# 2 x\nm v=2 2\n"));
+        // A file from before the header (format 1) is appended to as it is.
+        std::fs::write(&path, "# 1 x\nm v=1 1\n").expect("write");
+        let mut f = RejectedFile::new(path.clone(), 1000);
+        f.append("# 2 x\nm v=2 2\n").expect("append");
+        assert!(std::fs::read_to_string(&path)
+            .expect("read")
+            .starts_with("# 1 x\n"));
+        // A newer one is not touched, not even rotated.
+        let newer = format!("{HEADER_PREFIX}2\n{}", "m v=1 1\n".repeat(200));
+        std::fs::write(&path, &newer).expect("write");
+        let mut f = RejectedFile::new(path.clone(), 1000);
+        let e = f.append("# 3 x\nm v=3 3\n").expect_err("refused");
+        assert!(e.to_string().contains("format 2"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).ok(), Some(newer));
+        assert!(!f.older().exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -249,3 +249,50 @@ fn reading_continues_where_it_stopped_while_appends_go_on() {
     assert_eq!(seen, want);
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_directory_in_a_newer_format_is_refused_and_left_as_it_is() {
+    let dir = tmp("newer");
+    {
+        let (mut log, _) = Log::open(&dir, small()).expect("open");
+        assert_eq!(
+            fs::read_to_string(dir.join("FORMAT")).ok().as_deref(),
+            Some("1\n"),
+            "a new log is marked"
+        );
+        log.append(b"one").expect("append");
+        log.sync().expect("sync");
+    }
+    // A newer gateway's log, with bytes this one would take for a torn tail.
+    fs::write(dir.join("FORMAT"), "2\n").expect("write");
+    let seg = segment_path(&dir, 0);
+    let mut f = OpenOptions::new().append(true).open(&seg).expect("seg");
+    f.write_all(b"\x01\x02\x03").expect("tail");
+    drop(f);
+    let before: Vec<(String, Vec<u8>)> = {
+        let mut v: Vec<_> = fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let p = e.path();
+                (p.display().to_string(), fs::read(&p).unwrap_or_default())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let e = Log::open(&dir, small()).err().expect("refused");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("format 2"), "{e}");
+    let mut after: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            (p.display().to_string(), fs::read(&p).unwrap_or_default())
+        })
+        .collect();
+    after.sort();
+    assert_eq!(before, after, "nothing changed");
+    let _ = fs::remove_dir_all(&dir);
+}
