@@ -9,13 +9,57 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A notify socket of our own, as systemd gives one (`NOTIFY_SOCKET`).
+struct Notify {
+    sock: UnixDatagram,
+    path: std::path::PathBuf,
+    messages: Vec<String>,
+}
+
+impl Notify {
+    fn bind(dir: &TempDir) -> Notify {
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        Notify {
+            sock,
+            path,
+            messages: Vec::new(),
+        }
+    }
+
+    /// `run` on `cfg` with this socket and a 1 s watchdog.
+    fn run(&self, dir: &TempDir, cfg: &std::path::Path) -> Proc {
+        Proc::spawn(
+            "gateway",
+            Command::new(bin())
+                .args(["--config", cfg.to_str().unwrap_or_default(), "run"])
+                .env("NOTIFY_SOCKET", &self.path)
+                .env("WATCHDOG_USEC", "1000000"),
+            dir.path(),
+        )
+    }
+
+    /// Collect messages for `d`, or until one contains `stop`.
+    fn collect(&mut self, d: Duration, stop: Option<&str>) {
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 512];
+        while Instant::now() < end
+            && !stop.is_some_and(|s| self.messages.iter().any(|m| m.contains(s)))
+        {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                self.messages
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+}
+
 #[test]
 fn ready_watchdog_pings_with_a_machine_switched_off_and_stopping() {
     let dir = TempDir::new("notify");
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut notify = Notify::bind(&dir);
     let fake = FakeInflux2::start(|_, _| (204, vec![], String::new()));
     let closed = free_ports(1)[0];
     let cfg = dir.write("m.json", &json!({
@@ -25,30 +69,12 @@ fn ready_watchdog_pings_with_a_machine_switched_off_and_stopping() {
         "machines": [{"name": "SWITCHED-OFF", "ip_address": "127.0.0.1", "port": closed,
             "registers": [{"name": "t", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"}]}]
     }).to_string());
-    let mut gw = Proc::spawn(
-        "gateway",
-        Command::new(bin())
-            .args(["--config", cfg.to_str().unwrap_or_default(), "run"])
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env("WATCHDOG_USEC", "1000000"),
-        dir.path(),
-    );
-    let mut messages = Vec::new();
-    let end = Instant::now() + Duration::from_secs(4);
-    let mut buf = [0u8; 512];
-    while Instant::now() < end {
-        if let Ok(n) = sock.recv(&mut buf) {
-            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
+    let mut gw = notify.run(&dir, &cfg);
+    notify.collect(Duration::from_secs(4), None);
     gw.signal("TERM");
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end && !messages.iter().any(|m| m.contains("STOPPING=1")) {
-        if let Ok(n) = sock.recv(&mut buf) {
-            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
+    notify.collect(Duration::from_secs(5), Some("STOPPING=1"));
     let code = gw.terminate(Duration::from_secs(10));
+    let messages = &notify.messages;
     let dump = format!("{messages:?}\n{}", gw.dump());
     assert!(
         messages.first().is_some_and(|m| m.contains("READY=1")),
@@ -70,10 +96,7 @@ fn ready_watchdog_pings_with_a_machine_switched_off_and_stopping() {
 #[test]
 fn watchdog_pings_through_a_plant_wide_outage() {
     let dir = TempDir::new("outage");
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut notify = Notify::bind(&dir);
     let closed = free_ports(3);
     let cfg = dir.write("m.json", &json!({
         "state_dir": dir.path().join("state"),
@@ -86,23 +109,10 @@ fn watchdog_pings_through_a_plant_wide_outage() {
                 {"name": "process", "kind": "holding", "address": 6, "type": "uint16", "measurement": "medium_frequency_data"}],
             "finish": {"register": "process", "finish_code": 305}}]
     }).to_string());
-    let mut gw = Proc::spawn(
-        "gateway",
-        Command::new(bin())
-            .args(["--config", cfg.to_str().unwrap_or_default(), "run"])
-            .env("NOTIFY_SOCKET", &sock_path)
-            .env("WATCHDOG_USEC", "1000000"),
-        dir.path(),
-    );
-    let mut messages = Vec::new();
-    let end = Instant::now() + Duration::from_secs(6);
-    let mut buf = [0u8; 512];
-    while Instant::now() < end {
-        if let Ok(n) = sock.recv(&mut buf) {
-            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
+    let mut gw = notify.run(&dir, &cfg);
+    notify.collect(Duration::from_secs(6), None);
     let code = gw.terminate(Duration::from_secs(10));
+    let messages = &notify.messages;
     let dump = format!("{messages:?}\n{}", gw.dump());
     assert!(
         messages.first().is_some_and(|m| m.contains("READY=1")),
