@@ -71,6 +71,11 @@ if load ${dg_src} ${dg_kernel} /boot/vmlinuz && load ${dg_src} ${dg_initrd} /boo
   setenv dg_initrd_size ${filesize}
   if test -n "${dg_fdtfile}" && load ${dg_src} ${dg_fdt} /boot/dtbs/${dg_fdtfile}; then
     echo "dyeing-gateway: device tree ${dg_fdtfile}"
+    # The mini UART is the kernel's serial console (ttyS1): the PL011 is the RS-485 port. The
+    # 2B's tree has it disabled and without pins (so enabling it takes nothing from the PL011).
+    fdt addr ${dg_fdt}
+    fdt resize 1024
+    fdt set /soc/serial@7e215040 status okay
   else
     # qemu's virt board: the device tree qemu made (U-Boot's own).
     setenv dg_fdt ${fdtcontroladdr}
