@@ -6,7 +6,9 @@
 //! Failures: a connection that cannot be opened backs off (capped, jittered) for the whole
 //! endpoint; a machine that times out backs off alone, so a dead unit costs only its timeout;
 //! a block refused with exception 02 is split and the split kept; a register that cannot be
-//! read or decoded is skipped. Each state change is logged once, not once per poll.
+//! read or decoded is skipped. Gateway exceptions: 0x0B (target failed to respond) is a timeout
+//! of that unit only (the link to the gateway is fine), 0x0A (path unavailable) takes the unit
+//! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each state change is logged once, not once per poll.
 //! Commands from other threads (a batch to write, an outbox receipt) are taken on every loop
 //! turn, so a saturated endpoint, where a poll is always due, still handles them.
 
@@ -17,7 +19,7 @@ use crate::batch::{self, Command, OutboxItem};
 use crate::change::Detector;
 use crate::clock::Clock;
 use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
-use crate::modbus::codec::{exception, Reply};
+use crate::modbus::codec::{self, exception, Reply};
 use crate::modbus::transport::{TcpTransport, Transport, TransportError};
 use crate::modbus::{Client, ModbusError};
 use crate::registers::plan::{self, ReadBlock};
@@ -30,6 +32,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Most commands handled between two polls.
 const COMMANDS_PER_TURN: usize = 16;
+
+/// A block answered with exception 06 (busy) is asked again this many times, after
+/// `BUSY_BACKOFF`, then twice that, ...; then it is lost for this poll.
+const BUSY_RETRIES: u32 = 3;
+const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How often each machine's one-line summary is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -505,6 +512,7 @@ impl Poller {
         let mut answered = false;
         let mut last_problem: Option<String> = None;
         let mut i = 0;
+        let mut busy = 0u32;
         let requests_before = self.client.requests;
         while i < self.units[ui].groups[gi].blocks.len() {
             if i > 0 && !self.endpoint.request_pause.is_zero() {
@@ -515,6 +523,22 @@ impl Poller {
                 Ok(reply) => {
                     answered = true;
                     self.apply(ui, &b, &reply);
+                }
+                Err(ModbusError::Exception(e))
+                    if e.code == exception::SERVER_DEVICE_BUSY && busy < BUSY_RETRIES =>
+                {
+                    std::thread::sleep(BUSY_BACKOFF * 2u32.pow(busy));
+                    busy += 1;
+                    continue;
+                }
+                Err(
+                    e @ ModbusError::Exception(codec::Exception {
+                        code: exception::GATEWAY_TARGET_FAILED | exception::GATEWAY_PATH_UNAVAILABLE,
+                        ..
+                    }),
+                ) => {
+                    fatal = Some(e);
+                    break;
                 }
                 Err(ModbusError::Exception(e))
                     if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
@@ -566,6 +590,7 @@ impl Poller {
                 }
             }
             i += 1;
+            busy = 0;
         }
         let latency = started.elapsed();
         let requests = self.client.requests - requests_before;
@@ -573,6 +598,19 @@ impl Poller {
             Some(e) => {
                 let timeout = matches!(&e, ModbusError::Transport(TransportError::Timeout(_)));
                 let io = matches!(&e, ModbusError::Transport(TransportError::Io(_)));
+                let mut text = e.to_string();
+                let mut answered = answered;
+                if let ModbusError::Exception(x) = &e {
+                    answered = false;
+                    // The gateway answered: the link is alive, only the unit behind it is not.
+                    self.consecutive_timeouts = 0;
+                    if x.code == exception::GATEWAY_PATH_UNAVAILABLE {
+                        text.push_str(
+                            ": the gateway has no path to this unit id (check its routing \
+                             configuration and the machine's slave_id)",
+                        );
+                    }
+                }
                 if timeout {
                     self.consecutive_timeouts += 1;
                     // Several units timing out in a row: the link itself is dead (a half-open
@@ -588,8 +626,8 @@ impl Poller {
                 let u = &mut self.units[ui];
                 let delay = u.backoff.next_delay();
                 u.resume_at = Some(Instant::now() + delay);
-                self.count_error(ui, e.kind(), &e.to_string());
-                self.set_online(ui, answered, Some(e.to_string()));
+                self.count_error(ui, e.kind(), &text);
+                self.set_online(ui, answered, Some(text));
             }
             None if !answered => {
                 // Only garbled replies: the machine (or the bus) is there but gives no data.

@@ -8,6 +8,7 @@ mod util;
 mod batch;
 mod cli;
 mod faults;
+mod gateway;
 mod influx;
 mod journal;
 mod rtu;

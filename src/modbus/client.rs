@@ -24,7 +24,16 @@ pub enum ModbusError {
 impl ModbusError {
     /// A short stable name for counters and metrics.
     pub fn kind(&self) -> &'static str {
+        // Gateway exceptions (Modbus Application Protocol v1.1b, 7) say where the failure is.
         match self {
+            // A gateway whose target did not answer: the unit timed out behind it.
+            ModbusError::Exception(e) if e.code == codec::exception::GATEWAY_TARGET_FAILED => {
+                "timeout"
+            }
+            ModbusError::Exception(e) if e.code == codec::exception::GATEWAY_PATH_UNAVAILABLE => {
+                "gateway_path"
+            }
+            ModbusError::Exception(e) if e.code == codec::exception::SERVER_DEVICE_BUSY => "busy",
             ModbusError::Exception(_) => "exception",
             ModbusError::Frame(FrameError::Crc) => "crc",
             ModbusError::Frame(FrameError::WrongUnit { .. }) => "wrong_unit",

@@ -37,6 +37,9 @@ pub mod exception {
     pub const ILLEGAL_DATA_ADDRESS: u8 = 0x02;
     pub const ILLEGAL_DATA_VALUE: u8 = 0x03;
     pub const SERVER_DEVICE_FAILURE: u8 = 0x04;
+    pub const SERVER_DEVICE_BUSY: u8 = 0x06;
+    pub const GATEWAY_PATH_UNAVAILABLE: u8 = 0x0A;
+    pub const GATEWAY_TARGET_FAILED: u8 = 0x0B;
 }
 
 pub fn exception_name(code: u8) -> &'static str {

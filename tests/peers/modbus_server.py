@@ -11,6 +11,15 @@ With "sparse", only the addresses in the spec exist: reading a gap answers excep
 (illegal data address), as strict PLCs do. With "read_delay_s", every read is answered that many seconds
 late (a slow HMI or a saturated bus); other connections are served meanwhile. Modes: tcp, rtu-tcp (RTU framing over TCP),
 rtu (serial device path). Prints "ready" on stdout once listening.
+
+Misbehaviour, per unit id (keys are unit ids as strings):
+- "exceptions": {"2": {"code": 11, "times": 3}} answers every read of unit 2 (or its first
+  `times` reads) with that exception code (0x0B gateway target failed to respond, 0x0A gateway
+  path unavailable, 0x06 busy, ...);
+- "max_read": {"3": 16} answers reads of more than 16 registers or bits with exception 03;
+- "max_read_silent": {"4": 16} never answers them (the reply comes after 30 s);
+- "ignore_missing": true: a unit not in "slaves" stays silent (default: exception 0x0B).
+"trace": PATH appends "UNIT FUNCTION" for every request received (to prove what was sent).
 """
 import argparse
 import asyncio
@@ -25,6 +34,7 @@ from pymodbus.datastore import (
     ModbusSparseDataBlock,
     ModbusSequentialDataBlock,
 )
+from pymodbus.pdu import ExceptionResponse
 from pymodbus.server import StartAsyncSerialServer, StartAsyncTcpServer
 
 FORMATS = {
@@ -62,13 +72,16 @@ def words_for(reg):
 class SlowContext(ModbusSlaveContext):
     """A slave whose reads are answered `delay` seconds late, without blocking the server."""
 
-    def __init__(self, *args, delay=0.0, **kwargs):
+    def __init__(self, *args, delay=0.0, silent_above=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.delay = delay
+        self.silent_above = silent_above
 
     async def async_getValues(self, fc_as_hex, address, count=1):
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.silent_above is not None and count > self.silent_above:
+            await asyncio.sleep(30)
         return await super().async_getValues(fc_as_hex, address, count)
 
 
@@ -101,8 +114,51 @@ def build_context(spec):
             di=block(areas["discrete_input"], True),
             zero_mode=True,
             delay=float(spec.get("read_delay_s", 0)),
+            silent_above=spec.get("max_read_silent", {}).get(unit),
         )
     return ModbusServerContext(slaves=slaves, single=False)
+
+
+def misbehaviour(spec):
+    """The request tracer and response manipulator that implement the misbehaviour keys."""
+    exceptions = {int(u): dict(e) for u, e in spec.get("exceptions", {}).items()}
+    max_read = {int(u): n for u, n in spec.get("max_read", {}).items()}
+    trace = spec.get("trace")
+
+    def tracer(request, *_addr):
+        if trace:
+            with open(trace, "a") as f:
+                f.write(f"{request.slave_id} {request.function_code}\n")
+
+    def manipulator(response):
+        unit = response.slave_id
+        fc = response.function_code & 0x7F
+        code = None
+        e = exceptions.get(unit)
+        if e is not None and e.get("times", 1) > 0:
+            code = e["code"]
+            if "times" in e:
+                e["times"] -= 1
+        limit = max_read.get(unit)
+        if code is None and limit is not None and not response.function_code & 0x80:
+            values = getattr(response, "registers", None)
+            if values is None:
+                values = getattr(response, "bits", [])
+            # Bits come padded to whole bytes: only registers are compared exactly.
+            if len(values) > limit + (7 if fc in (1, 2) else 0):
+                code = 3
+        if code is None:
+            return response, False
+        out = ExceptionResponse(fc, code)
+        out.transaction_id = response.transaction_id
+        out.slave_id = unit
+        return out, False
+
+    return dict(
+        request_tracer=tracer,
+        response_manipulator=manipulator,
+        ignore_missing_slaves=bool(spec.get("ignore_missing")),
+    )
 
 
 async def main():
@@ -121,12 +177,12 @@ async def main():
     if args.mode == "rtu":
         await StartAsyncSerialServer(
             context=context, framer="rtu", port=args.device, baudrate=args.baudrate,
-            bytesize=8, parity="N", stopbits=1, timeout=0.005,
+            bytesize=8, parity="N", stopbits=1, timeout=0.005, **misbehaviour(spec),
         )
     else:
         await StartAsyncTcpServer(
             context=context, address=("127.0.0.1", args.port),
-            framer="rtu" if args.mode == "rtu-tcp" else "socket",
+            framer="rtu" if args.mode == "rtu-tcp" else "socket", **misbehaviour(spec),
         )
 
 
