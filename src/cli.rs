@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `once`, `simulate`, `demo`. Exit codes: 0 success,
+//! The command line: `run`, `check`, `once`, `scan`, `simulate`, `demo`. Exit codes: 0 success,
 //! 1 a runtime failure (a machine did not answer in `once`, a port could not be opened),
 //! 2 an invalid configuration or command line. Logs go to stderr (`logging`, `RUST_LOG`);
 //! line protocol and summaries go to stdout.
@@ -53,6 +53,43 @@ enum Command {
     Check,
     /// Poll every machine once and print line protocol (for commissioning).
     Once,
+    /// Find and describe the Modbus devices at TARGET (only reads; never writes):
+    /// tcp://HOST[:PORT], rtu-over-tcp://HOST:PORT or rtu:///dev/ttyUSB0?baud=9600&parity=E
+    /// (baud=auto tries the common rates and parities).
+    Scan {
+        target: String,
+        /// Unit ids to probe (default: 1-247 on serial, 1 and 255 on TCP).
+        #[arg(long)]
+        units: Option<String>,
+        /// Tables to map.
+        #[arg(long, default_value = "holding,input,coil,discrete_input")]
+        tables: String,
+        /// Highest address tried in each table.
+        #[arg(long, default_value_t = 9999)]
+        max_address: u16,
+        /// Most requests per second (0: no limit).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Rounds of reading what was found, for the classification.
+        #[arg(long, default_value_t = 5)]
+        samples: u32,
+        /// Time between rounds (`1s`, `500ms` or seconds).
+        #[arg(long, default_value = "1s", value_parser = interval)]
+        interval: Duration,
+        /// Reply timeout per request (default: 0.1 s on serial, 0.5 s on TCP).
+        #[arg(long, value_parser = interval)]
+        timeout: Option<Duration>,
+        /// Most requests spent mapping one table of one unit (a strict device refuses a block
+        /// with any absent address: mapping an empty area costs about one request per address).
+        #[arg(long, default_value_t = 2000)]
+        max_requests: u32,
+        /// Print a config proposal (JSON) on stdout; the report goes to stderr.
+        #[arg(long)]
+        propose: bool,
+        /// NAME=REGISTER[@MEASUREMENT]: name a scanned register in the proposal.
+        #[arg(long)]
+        hint: Vec<String>,
+    },
     /// Serve simulated dyeing machines for the machines in the config.
     Simulate {
         /// Listen on this host instead of each endpoint's ip_address (e.g. 127.0.0.1).
@@ -99,6 +136,93 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
             "expected a number of seconds above 0, at most {MAX_SECONDS:e}"
         )),
     }
+}
+
+/// A duration option: `1s`, `250ms` or a number of seconds.
+fn interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale <= 3600.0 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err("expected a duration such as 1s, 250ms or 0.5 (at most an hour)".into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan(
+    target: &str,
+    units: Option<&str>,
+    tables: &str,
+    max_address: u16,
+    rate: f64,
+    samples: u32,
+    interval: Duration,
+    timeout: Option<Duration>,
+    table_budget: u32,
+    propose: bool,
+    hints: &[String],
+) -> Result<(), i32> {
+    use crate::scan;
+    let usage = |e: String| {
+        eprintln!("scan: {e}");
+        EXIT_CONFIG
+    };
+    let target = scan::target::parse(target).map_err(usage)?;
+    let serial = target.is_serial();
+    let units = match units {
+        Some(u) => scan::parse_units(u).map_err(usage)?,
+        None if serial => (1..=247).collect(),
+        None => vec![1, 255],
+    };
+    let hints = hints
+        .iter()
+        .map(|h| scan::propose::parse_hint(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(usage(
+            "--rate must be a number of requests per second (0: no limit)".into(),
+        ));
+    }
+    let opts = scan::Options {
+        target,
+        units,
+        tables: scan::parse_tables(tables).map_err(usage)?,
+        max_address,
+        rate,
+        samples: samples.max(1),
+        interval,
+        timeout: timeout.unwrap_or(if serial {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        }),
+        table_budget,
+    };
+    let report = scan::run(&opts).map_err(|e| {
+        eprintln!("scan: {e}");
+        EXIT_RUNTIME
+    })?;
+    let text = scan::human(&report);
+    if propose {
+        eprint!("{text}");
+        let json = scan::propose::propose(&report, &hints);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string())
+        );
+    } else {
+        print!("{text}");
+    }
+    Ok(())
 }
 
 /// SIGTERM, SIGINT (and later SIGHUP) arrive on this channel.
@@ -170,6 +294,31 @@ pub fn main() -> i32 {
         } => simulate_cmd(&cli, bind_host.as_deref(), *step, *duration),
         Command::Demo { duration } => demo(&cli, *duration),
         Command::HashPassword => hash_password(),
+        Command::Scan {
+            target,
+            units,
+            tables,
+            max_address,
+            rate,
+            samples,
+            interval,
+            timeout,
+            max_requests,
+            propose,
+            hint,
+        } => scan(
+            target,
+            units.as_deref(),
+            tables,
+            *max_address,
+            *rate,
+            *samples,
+            *interval,
+            *timeout,
+            *max_requests,
+            *propose,
+            hint,
+        ),
     };
     match result {
         Ok(()) => 0,

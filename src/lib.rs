@@ -17,6 +17,7 @@ pub mod modbus;
 pub mod plant_api;
 pub mod poller;
 pub mod registers;
+pub mod scan;
 pub mod secret;
 pub mod simulate;
 pub mod status;

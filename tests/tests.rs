@@ -12,6 +12,7 @@ mod gateway;
 mod influx;
 mod journal;
 mod rtu;
+mod scan;
 mod secrets;
 mod spool;
 mod status;

@@ -108,7 +108,7 @@ impl Measurement {
             Measurement::Maintenance => "maintenance_events",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Measurement::ALL.into_iter().find(|m| m.as_str() == s)
     }
     pub fn index(self) -> usize {

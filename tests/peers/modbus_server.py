@@ -18,6 +18,7 @@ Misbehaviour, per unit id (keys are unit ids as strings):
   path unavailable, 0x06 busy, ...);
 - "max_read": {"3": 16} answers reads of more than 16 registers or bits with exception 03;
 - "max_read_silent": {"4": 16} never answers them (the reply comes after 30 s);
+- "counters": {"1": [40]}: holding register 40 of unit 1 goes up by one at every read of it;
 - "ignore_missing": true: a unit not in "slaves" stays silent (default: exception 0x0B).
 "trace": PATH appends "UNIT FUNCTION" for every request received (to prove what was sent).
 """
@@ -72,16 +73,22 @@ def words_for(reg):
 class SlowContext(ModbusSlaveContext):
     """A slave whose reads are answered `delay` seconds late, without blocking the server."""
 
-    def __init__(self, *args, delay=0.0, silent_above=None, **kwargs):
+    def __init__(self, *args, delay=0.0, silent_above=None, counters=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.delay = delay
         self.silent_above = silent_above
+        self.counters = counters
 
     async def async_getValues(self, fc_as_hex, address, count=1):
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.silent_above is not None and count > self.silent_above:
             await asyncio.sleep(30)
+        if fc_as_hex == 3:
+            for a in self.counters:
+                if address <= a < address + count:
+                    old = self.getValues(3, a, 1)[0]
+                    self.setValues(3, a, [(old + 1) & 0xFFFF])
         return await super().async_getValues(fc_as_hex, address, count)
 
 
@@ -115,6 +122,7 @@ def build_context(spec):
             zero_mode=True,
             delay=float(spec.get("read_delay_s", 0)),
             silent_above=spec.get("max_read_silent", {}).get(unit),
+            counters=spec.get("counters", {}).get(unit, []),
         )
     return ModbusServerContext(slaves=slaves, single=False)
 
@@ -128,7 +136,7 @@ def misbehaviour(spec):
     def tracer(request, *_addr):
         if trace:
             with open(trace, "a") as f:
-                f.write(f"{request.slave_id} {request.function_code}\n")
+                f.write(f"{request.slave_id} {request.function_code} {getattr(request, 'address', '')} {getattr(request, 'count', '')}\n")
 
     def manipulator(response):
         unit = response.slave_id
