@@ -55,6 +55,10 @@ struct Group {
 struct Unit {
     machine: Machine,
     groups: Vec<Group>,
+    /// The read-once registers (identity, firmware), read when a connection is established.
+    once_blocks: Vec<Arc<ReadBlock>>,
+    /// The connection (`Poller::connections`) they were last read on.
+    once_read_on: Option<u64>,
     detector: Detector,
     status: Arc<Mutex<MachineStatus>>,
     backoff: Backoff,
@@ -83,6 +87,8 @@ pub struct Poller {
     next_connect: Instant,
     connect_problem: Option<String>,
     consecutive_timeouts: u32,
+    /// Connections opened so far: read-once registers are read again on each new one.
+    connections: u64,
     out: Sender<Batch>,
     beat: Option<Arc<Beat>>,
     clock: Arc<Clock>,
@@ -125,8 +131,11 @@ fn groups_for(m: &Machine, start: Instant) -> Vec<Group> {
         }
     }
     for g in &mut groups {
+        // Read-once registers are read per connection (`once_blocks`), not with their group.
         let members: Vec<usize> = (0..m.registers.len())
-            .filter(|&i| g.measurements.contains(&m.registers[i].measurement))
+            .filter(|&i| {
+                g.measurements.contains(&m.registers[i].measurement) && !m.registers[i].read_once
+            })
             .collect();
         g.blocks = plan::plan(&m.registers, &members, &m.limits)
             .into_iter()
@@ -160,8 +169,16 @@ impl Poller {
                     s.endpoint = endpoint.describe();
                     s.unit_id = m.unit_id;
                 }
+                let once: Vec<usize> = (0..m.registers.len())
+                    .filter(|&i| m.registers[i].read_once)
+                    .collect();
                 Unit {
                     groups: groups_for(m, start),
+                    once_blocks: plan::plan(&m.registers, &once, &m.limits)
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                    once_read_on: None,
                     detector: Detector::new(m, &config.tags, config.heartbeat),
                     status: st.clone(),
                     backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
@@ -194,6 +211,7 @@ impl Poller {
             next_connect: start,
             connect_problem: None,
             consecutive_timeouts: 0,
+            connections: 0,
             out,
             beat: None,
             clock,
@@ -428,6 +446,7 @@ impl Poller {
         }
         match self.client.transport().open() {
             Ok(()) => {
+                self.connections += 1;
                 if let Some(p) = self.connect_problem.take() {
                     log::info!("{}: connected again (was: {p})", self.endpoint.describe());
                 } else {
@@ -474,6 +493,10 @@ impl Poller {
             }
             u.online = Some(online);
         }
+        if !online {
+            // A unit that went away may come back as another device (or new firmware).
+            u.once_read_on = None;
+        }
         st.online = Some(online);
     }
 
@@ -514,7 +537,47 @@ impl Poller {
         let mut i = 0;
         let mut busy = 0u32;
         let requests_before = self.client.requests;
-        while i < self.units[ui].groups[gi].blocks.len() {
+        let connection = self.connections;
+        if self.units[ui].once_read_on != Some(connection) {
+            let blocks = self.units[ui].once_blocks.clone();
+            let mut done = true;
+            for b in blocks {
+                match self.client.read(unit_id, b.kind, b.address, b.quantity) {
+                    Ok(reply) => {
+                        answered = true;
+                        self.apply(ui, &b, &reply);
+                    }
+                    Err(ModbusError::Exception(e)) => {
+                        answered = true;
+                        for &r in &b.members {
+                            self.register_problem(ui, r, Some(e.to_string()));
+                        }
+                    }
+                    Err(
+                        e @ ModbusError::Transport(
+                            TransportError::Timeout(_) | TransportError::Io(_),
+                        ),
+                    ) => {
+                        fatal = Some(e);
+                        done = false;
+                        break;
+                    }
+                    Err(e) => {
+                        self.count_error(ui, e.kind(), &e.to_string());
+                        done = false;
+                    }
+                }
+            }
+            if done {
+                self.units[ui].once_read_on = Some(connection);
+            }
+        }
+        if fatal.is_none() && self.units[ui].groups[gi].blocks.is_empty() {
+            // Only read-once registers in this group: nothing to ask, their values go out
+            // with the group's points.
+            answered = true;
+        }
+        while fatal.is_none() && i < self.units[ui].groups[gi].blocks.len() {
             if i > 0 && !self.endpoint.request_pause.is_zero() {
                 std::thread::sleep(self.endpoint.request_pause);
             }

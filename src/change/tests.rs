@@ -29,6 +29,7 @@ fn register(name: &str, address: u16, measurement: Measurement, deadband: f64) -
         offset: None,
         measurement,
         deadband,
+        read_once: false,
     }
 }
 

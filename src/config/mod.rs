@@ -127,6 +127,9 @@ pub struct Register {
     pub offset: Option<f64>,
     pub measurement: Measurement,
     pub deadband: f64,
+    /// Read only when the connection is (re)established (serial number, firmware version);
+    /// its value goes out with the machine's next points of its measurement.
+    pub read_once: bool,
 }
 
 impl Register {
@@ -1724,6 +1727,7 @@ fn validate_register(c: &mut Check, p: &str, r: &RawRegister) -> Option<Register
         offset: None,
         measurement,
         deadband,
+        read_once: false,
     }
     .quantity();
     if u32::from(address) + u32::from(quantity) > 65536 {
@@ -1745,6 +1749,7 @@ fn validate_register(c: &mut Check, p: &str, r: &RawRegister) -> Option<Register
         offset: r.offset,
         measurement,
         deadband,
+        read_once: r.read_once.unwrap_or(false),
     })
 }
 

@@ -194,6 +194,7 @@ pub struct RawRegister {
     pub offset: Option<f64>,
     pub measurement: String,
     pub deadband: Option<f64>,
+    pub read_once: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

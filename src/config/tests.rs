@@ -175,6 +175,7 @@ fn minimal_config_gets_the_defaults() {
             offset: None,
             measurement: Measurement::HighFrequency,
             deadband: 0.2,
+            read_once: false,
         }
     );
     assert_eq!(m.registers[1].data_type, DataType::UInt16);

@@ -156,3 +156,34 @@ fn a_timeout_is_followed_by_a_reconnect_when_every_unit_times_out() {
         "two units timing out in a row: the link is reopened"
     );
 }
+
+#[test]
+fn a_read_once_register_is_read_per_connection_and_written_with_its_measurement() {
+    let text = r#"{"machines": [{"name": "A", "ip_address": "gw", "slave_id": 1, "intervals_s": {"high_frequency_data": 1},
+        "registers": [
+            {"name": "temperature", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"},
+            {"name": "serial_no", "kind": "holding", "address": 10, "type": "uint16", "measurement": "high_frequency_data", "read_once": true}]}]}"#;
+    let cfg = config::validate_raw(config::parse(text).expect("parse")).expect("valid");
+    let (mut p, log, _st) = poller(&cfg, vec![]);
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let (ui, gi, due) = p.next_due().expect("due");
+        lines.extend(p.poll_group(ui, gi, due));
+        p.advance(ui, gi, due);
+    }
+    assert_eq!(
+        lock(&log).len(),
+        5,
+        "one read of the identity, then one block per poll"
+    );
+    let first = lines
+        .iter()
+        .find(|l| l.starts_with("high_frequency_data"))
+        .expect("a line");
+    assert!(first.contains("serial_no="), "{first}");
+    // A new connection reads it again.
+    p.client.transport().close();
+    let (ui, gi, due) = p.next_due().expect("due");
+    p.poll_group(ui, gi, due);
+    assert_eq!(lock(&log).len(), 7);
+}

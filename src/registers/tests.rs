@@ -21,6 +21,7 @@ fn reg(data_type: DataType, order: WordOrder) -> Register {
         offset: None,
         measurement: Measurement::MediumFrequency,
         deadband: 0.0,
+        read_once: false,
     }
 }
 
