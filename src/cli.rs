@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `once`, `scan`, `simulate`, `demo`. Exit codes: 0 success,
+//! The command line: `run`, `check`, `once`, `scan`, `watch`, `simulate`, `demo`. Exit codes: 0 success,
 //! 1 a runtime failure (a machine did not answer in `once`, a port could not be opened),
 //! 2 an invalid configuration or command line. Logs go to stderr (`logging`, `RUST_LOG`);
 //! line protocol and summaries go to stdout.
@@ -90,6 +90,14 @@ enum Command {
         #[arg(long)]
         hint: Vec<String>,
     },
+    /// A live view of one configured machine: every register raw (hex) and decoded, changes
+    /// highlighted, refreshed at its poll interval (plain terminal output; Ctrl-C ends).
+    Watch {
+        machine: String,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Serve simulated dyeing machines for the machines in the config.
     Simulate {
         /// Listen on this host instead of each endpoint's ip_address (e.g. 127.0.0.1).
@@ -154,6 +162,15 @@ fn interval(text: &str) -> Result<Duration, String> {
         }
         _ => Err("expected a duration such as 1s, 250ms or 0.5 (at most an hour)".into()),
     }
+}
+
+fn watch(cli: &Cli, machine: &str, count: Option<u64>) -> Result<(), i32> {
+    let config = load(cli)?;
+    let sig = signals().map_err(runtime("signal handling"))?;
+    crate::watch::run(&config, machine, count, &|| sig.try_recv().is_ok()).map_err(|e| {
+        eprintln!("watch: {e}");
+        EXIT_CONFIG
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -294,6 +311,7 @@ pub fn main() -> i32 {
         } => simulate_cmd(&cli, bind_host.as_deref(), *step, *duration),
         Command::Demo { duration } => demo(&cli, *duration),
         Command::HashPassword => hash_password(),
+        Command::Watch { machine, count } => watch(&cli, machine, *count),
         Command::Scan {
             target,
             units,

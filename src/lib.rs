@@ -24,4 +24,5 @@ pub mod status;
 pub mod status_http;
 pub mod update;
 pub mod uploader;
+pub mod watch;
 pub mod watchdog;

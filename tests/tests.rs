@@ -20,3 +20,4 @@ mod systemd;
 mod tcp;
 mod v2;
 mod versions;
+mod watch;
