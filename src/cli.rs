@@ -356,6 +356,10 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let mut generation = start_generation(&config).map_err(runtime("cannot start"))?;
     let shared = crate::status_http::Shared::new(generation.running.board.clone());
     let status = start_status(&config, &shared)?;
+    // Only the page and the log use the slots; the thread is not watched by the watchdog (a
+    // hanging `rauc` is killed by the thread itself).
+    let update_status =
+        crate::update::start(shared.update.clone()).map_err(runtime("cannot start"))?;
     // The page's address is kept until a restart.
     let listen = status
         .as_ref()
@@ -430,7 +434,7 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     }
     crate::watchdog::stopping();
     generation.stop();
-    if let Some((h, stop)) = status {
+    for (h, stop) in status.into_iter().chain(update_status) {
         drop(stop);
         let _ = h.join();
     }

@@ -21,5 +21,6 @@ pub mod secret;
 pub mod simulate;
 pub mod status;
 pub mod status_http;
+pub mod update;
 pub mod uploader;
 pub mod watchdog;

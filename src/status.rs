@@ -107,6 +107,9 @@ pub struct Snapshot {
     pub uploader: UploaderStatus,
     pub outbox: crate::batch::outbox::OutboxStatus,
     pub reload: ReloadStatus,
+    /// The A/B root slots as RAUC reports them; absent without RAUC (only `version` then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::UpdateStatus>,
 }
 
 impl Board {
@@ -118,6 +121,7 @@ impl Board {
             uploader: lock(&self.uploader).clone(),
             outbox: lock(&self.outbox).clone(),
             reload: ReloadStatus::default(),
+            update: None,
         }
     }
 }

@@ -19,6 +19,10 @@ struct Setup {
 }
 
 fn setup(status: Value) -> Setup {
+    setup_with(status, &[])
+}
+
+fn setup_with(status: Value, env: &[(&str, &std::ffi::OsStr)]) -> Setup {
     let dir = TempDir::new("status");
     let regs = json!([
         {"kind": "holding", "address": 0, "type": "int16", "value": 853},
@@ -48,7 +52,9 @@ fn setup(status: Value) -> Setup {
     let cfg = dir.write("machines.json", &cfg_json.to_string());
     let gw = Proc::spawn(
         "gateway",
-        Command::new(bin()).args(["--config", cfg.to_str().unwrap_or_default(), "run"]),
+        Command::new(bin())
+            .args(["--config", cfg.to_str().unwrap_or_default(), "run"])
+            .envs(env.iter().copied()),
         dir.path(),
     );
     Setup {
@@ -82,6 +88,71 @@ fn get(port: u16, path: &str, auth: Option<&str>) -> (u16, String) {
 
 fn status_json(s: &Setup) -> Value {
     serde_json::from_str(&get(s.status_port, "/status.json", None).1).unwrap_or(Value::Null)
+}
+
+/// The A/B slots from RAUC: a fake `rauc` answers `status --detailed --output-format=json`
+/// with the captured output of a system updated into slot B.
+#[test]
+fn the_page_shows_the_booted_slot_and_the_other_one() {
+    let fake = TempDir::new("fake-rauc");
+    let capture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rauc-status-1.8.json");
+    let script = fake.write(
+        "rauc",
+        &format!(
+            "#!/bin/sh\n[ \"$*\" = \"status --detailed --output-format=json\" ] || exit 1\nexec cat '{}'\n",
+            capture.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = setup_with(json!({}), &[("DYEING_GATEWAY_RAUC", script.as_os_str())]);
+    assert!(
+        wait_until(Duration::from_secs(15), || !status_json(&s)["update"]
+            .is_null()),
+        "{}",
+        s.gw.dump()
+    );
+    let st = status_json(&s);
+    let u = &st["update"];
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(u["booted"], "rootfs.1", "{st}");
+    assert_eq!(u["rolled_back"], false);
+    assert_eq!(u["slots"][0]["version"], "0.2.0+g1a2b3c4d");
+    assert_eq!(u["slots"][1]["name"], "rootfs.0");
+    assert_eq!(u["slots"][1]["boot_status"], "good");
+    let (code, page) = get(s.status_port, "/", None);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("booted slot: rootfs.1 (B) &middot; 0.2.0+g1a2b3c4d"),
+        "{page}"
+    );
+    assert!(
+        page.contains("other slot: rootfs.0 (A) &middot; as flashed"),
+        "{page}"
+    );
+    assert!(
+        s.gw.dump().contains("booted slot rootfs.1 (B)"),
+        "{}",
+        s.gw.dump()
+    );
+}
+
+/// Without RAUC the page has no slot section, and /status.json no `update` key.
+#[test]
+fn without_rauc_only_the_version() {
+    let s = setup_with(
+        json!({}),
+        &[("DYEING_GATEWAY_RAUC", std::ffi::OsStr::new(""))],
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || status_json(&s)["version"]
+            .is_string()),
+        "{}",
+        s.gw.dump()
+    );
+    let st = status_json(&s);
+    assert!(st.get("update").is_none(), "{st}");
+    assert!(!get(s.status_port, "/", None).1.contains("id=\"update\""));
 }
 
 #[test]

@@ -64,6 +64,56 @@ fn ready_watchdog_pings_with_a_machine_switched_off_and_stopping() {
     assert!(gw.output().contains("is offline"), "{dump}");
 }
 
+/// The health check that lets a new release commit counts on the watchdog (see
+/// image/rauc/health): a plant-wide outage (no machine, no InfluxDB, no plant API answers)
+/// must not stop the pings, or an outage during a trial boot would roll a good release back.
+#[test]
+fn watchdog_pings_through_a_plant_wide_outage() {
+    let dir = TempDir::new("outage");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let closed = free_ports(3);
+    let cfg = dir.write("m.json", &json!({
+        "state_dir": dir.path().join("state"),
+        "influxdb": {"url": format!("http://127.0.0.1:{}", closed[0]), "org": "o", "bucket": "b", "fsync_window_s": 0.2},
+        "api": {"batch_url": format!("http://127.0.0.1:{}/finish", closed[1])},
+        "defaults": {"backoff_initial_s": 0.2, "backoff_max_s": 1},
+        "machines": [{"name": "DARK", "ip_address": "127.0.0.1", "port": closed[2],
+            "registers": [
+                {"name": "t", "kind": "holding", "address": 0, "type": "int16", "measurement": "high_frequency_data"},
+                {"name": "process", "kind": "holding", "address": 6, "type": "uint16", "measurement": "medium_frequency_data"}],
+            "finish": {"register": "process", "finish_code": 305}}]
+    }).to_string());
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new(bin())
+            .args(["--config", cfg.to_str().unwrap_or_default(), "run"])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "1000000"),
+        dir.path(),
+    );
+    let mut messages = Vec::new();
+    let end = Instant::now() + Duration::from_secs(6);
+    let mut buf = [0u8; 512];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let code = gw.terminate(Duration::from_secs(10));
+    let dump = format!("{messages:?}\n{}", gw.dump());
+    assert!(
+        messages.first().is_some_and(|m| m.contains("READY=1")),
+        "{dump}"
+    );
+    // 500 ms apart: about 12 in 6 s; the last seconds count as much as the first.
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 8, "{pings} pings in 6 s of outage\n{dump}");
+    assert_eq!(code, Some(0), "{dump}");
+}
+
 #[test]
 fn the_unit_is_hardened_within_budget() {
     let unit =

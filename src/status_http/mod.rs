@@ -24,6 +24,8 @@ pub struct Shared {
     pub board: Arc<Mutex<Arc<Board>>>,
     pub reload: Arc<Mutex<ReloadStatus>>,
     pub login: Arc<Mutex<Gate>>,
+    /// Written only by the `update-status` thread.
+    pub update: crate::update::Shared,
 }
 
 impl Shared {
@@ -32,6 +34,7 @@ impl Shared {
             board: Arc::new(Mutex::new(board)),
             reload: Arc::default(),
             login: Arc::default(),
+            update: Arc::default(),
         }
     }
 
@@ -39,6 +42,7 @@ impl Shared {
         let board = lock(&self.board).clone();
         let mut s = board.snapshot();
         s.reload = lock(&self.reload).clone();
+        s.update = lock(&self.update).clone();
         s
     }
 }
@@ -340,6 +344,9 @@ pub fn html(s: &Snapshot) -> String {
         if u.clock_synced { "<span class=\"on\">synchronized</span>" } else { "<span class=\"off\">not synchronized: points are held</span>" },
         if u.held_unstamped > 0 { format!(" ({} held)", u.held_unstamped) } else { String::new() }
     );
+    if let Some(up) = &s.update {
+        o.push_str(&update_box(up));
+    }
     if let Some(e) = &s.reload.last_error {
         let _ = write!(o, "<p class=\"off\">The last config reload was refused; still running on the previous one: {}</p>", esc(e));
     }
@@ -382,6 +389,44 @@ pub fn html(s: &Snapshot) -> String {
         );
     }
     o.push_str("</table><p class=\"dim\">Also: <a href=\"/status.json\">/status.json</a>, <a href=\"/metrics\">/metrics</a>. This page refreshes every 5 s.</p></body></html>");
+    o
+}
+
+/// The software box: the booted slot and the other one, a rollback in red.
+fn update_box(u: &crate::update::UpdateStatus) -> String {
+    let slot = |s: Option<&crate::update::SlotStatus>| match s {
+        None => "<span class=\"dim\">unknown</span>".to_string(),
+        Some(s) => format!(
+            "{}{} &middot; {} &middot; {}",
+            esc(&s.name),
+            s.bootname
+                .as_ref()
+                .map(|b| format!(" ({})", esc(b)))
+                .unwrap_or_default(),
+            esc(s.version.as_deref().unwrap_or("as flashed")),
+            match s.boot_status.as_deref() {
+                Some("good") => "<span class=\"on\">good</span>".to_string(),
+                Some(b) => format!("<span class=\"off\">{}</span>", esc(b)),
+                None => "<span class=\"dim\">state unknown</span>".to_string(),
+            }
+        ),
+    };
+    let mut o = format!(
+        "<div class=\"box\" id=\"update\"><b>Software</b><br>booted slot: {}<br>other slot: {}",
+        slot(u.booted_slot()),
+        slot(u.other_slot())
+    );
+    if u.rolled_back {
+        o.push_str("<br><span class=\"off\">rolled back: the update in the other slot did not become healthy; the previous version runs again</span>");
+    }
+    if let Some(e) = &u.error {
+        let _ = write!(
+            o,
+            "<br><span class=\"dim\">last check failed: {}</span>",
+            esc(e)
+        );
+    }
+    o.push_str("</div>");
     o
 }
 
@@ -454,5 +499,36 @@ mod tests {
             Some(&b"tech:geheim"[..])
         );
         assert!(legacy_hash("s4lt", "geheim").starts_with("s4lt$"));
+    }
+
+    #[test]
+    fn a_rollback_is_said_in_red_and_names_are_escaped() {
+        use crate::update::{SlotStatus, UpdateStatus};
+        let u = UpdateStatus {
+            booted: Some("rootfs.0".into()),
+            slots: vec![
+                SlotStatus {
+                    name: "rootfs.0".into(),
+                    bootname: Some("A".into()),
+                    state: "booted".into(),
+                    boot_status: Some("good".into()),
+                    ..SlotStatus::default()
+                },
+                SlotStatus {
+                    name: "rootfs.1".into(),
+                    bootname: Some("B".into()),
+                    state: "inactive".into(),
+                    boot_status: Some("bad".into()),
+                    version: Some("0.3<b>".into()),
+                    installed: Some("2026-12-08T09:00:00Z".into()),
+                },
+            ],
+            rolled_back: true,
+            ..UpdateStatus::default()
+        };
+        let html = update_box(&u);
+        assert!(html.contains("booted slot: rootfs.0 (A) &middot; as flashed &middot; <span class=\"on\">good</span>"), "{html}");
+        assert!(html.contains("other slot: rootfs.1 (B) &middot; 0.3&lt;b&gt; &middot; <span class=\"off\">bad</span>"), "{html}");
+        assert!(html.contains("rolled back"), "{html}");
     }
 }
