@@ -15,6 +15,9 @@
 
 test -n "${devtype}" || setenv devtype mmc
 test -n "${devnum}" || setenv devnum 0
+# Kept apart: on boards where the FAT file is imported below, it may carry other values.
+setenv dg_devtype ${devtype}
+setenv dg_devnum ${devnum}
 setenv dg_env_size 0x4000
 
 # This board's load addresses and device tree name, before the file's variables are imported.
@@ -22,16 +25,16 @@ setenv dg_kernel ${kernel_addr_r}
 setenv dg_initrd ${ramdisk_addr_r}
 setenv dg_fdt ${fdt_addr_r}
 setenv dg_fdtfile ${fdtfile}
-if test "${devtype}" = "mmc"; then
+if test "${dg_devtype}" = "mmc"; then
   setenv dg_saveenv saveenv
-  setenv dg_rootdev /dev/mmcblk${devnum}p
+  setenv dg_rootdev /dev/mmcblk0p
   setenv dg_console "console=ttyS1,115200 console=tty1"
 else
   # Not the Pi: import the boot counters from the FAT file, write the file back below.
-  setenv dg_saveenv "env export -c -s ${dg_env_size} ${dg_initrd}; fatwrite ${devtype} ${devnum}:1 ${dg_initrd} uboot.env ${dg_env_size}"
+  setenv dg_saveenv "env export -c -s ${dg_env_size} ${dg_initrd}; fatwrite ${dg_devtype} ${dg_devnum}:1 ${dg_initrd} uboot.env ${dg_env_size}"
   setenv dg_rootdev /dev/vda
   setenv dg_console "console=ttyAMA0,115200"
-  if load ${devtype} ${devnum}:1 ${dg_initrd} uboot.env; then
+  if load ${dg_devtype} ${dg_devnum}:1 ${dg_initrd} uboot.env; then
     env import -c ${dg_initrd} ${dg_env_size}
   fi
 fi
@@ -66,7 +69,7 @@ fi
 # The try is counted before anything is loaded: a slot that cannot even be loaded uses it up.
 run dg_saveenv
 
-setenv dg_src "${devtype} ${devnum}:${dg_part}"
+setenv dg_src "${dg_devtype} ${dg_devnum}:${dg_part}"
 if load ${dg_src} ${dg_kernel} /boot/vmlinuz && load ${dg_src} ${dg_initrd} /boot/initrd.img; then
   setenv dg_initrd_size ${filesize}
   if test -n "${dg_fdtfile}" && load ${dg_src} ${dg_fdt} /boot/dtbs/${dg_fdtfile}; then
