@@ -29,6 +29,10 @@ pub const REFRESH: Duration = Duration::from_secs(180);
 /// under the unit's `TimeoutStopSec=`, since shutdown joins the thread).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How soon a failed try is repeated: at boot RAUC's D-Bus service may still be starting, and
+/// the page should not say "did not answer" for a whole `REFRESH`.
+pub const RETRY: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct SlotStatus {
     pub name: String,
@@ -253,6 +257,7 @@ pub type Shared = Arc<Mutex<Option<UpdateStatus>>>;
 pub fn run(program: &str, shared: Shared, every: Duration, shutdown: Receiver<()>) {
     let mut logged_error = false;
     loop {
+        let mut wait = every;
         match ask(program) {
             Ok(status) => {
                 if lock(&shared).as_ref().map(|s| (&s.booted, &s.slots))
@@ -275,11 +280,12 @@ pub fn run(program: &str, shared: Shared, every: Duration, shutdown: Receiver<()
                 let mut cell = lock(&shared);
                 let s = cell.get_or_insert_with(UpdateStatus::default);
                 s.error = Some(e);
+                wait = every.min(RETRY);
             }
         }
         select! {
             recv(shutdown) -> _ => return,
-            default(every) => {}
+            default(wait) => {}
         }
     }
 }
