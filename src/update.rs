@@ -150,6 +150,11 @@ pub enum AskError {
 
 /// Run `program args…`, killing it after `timeout`; its standard output on success.
 fn run_with_timeout(program: &str, args: &[&str], timeout: Duration) -> Result<String, AskError> {
+    // A path that is not there is absent. Checked before spawning: under some emulators an
+    // exec that fails in the child is not reported as NotFound by `spawn`.
+    if program.contains('/') && !std::path::Path::new(program).exists() {
+        return Err(AskError::Absent);
+    }
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
