@@ -24,26 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use util::*;
 
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
-}
-
-/// (utime + stime) in seconds of a process.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `write_bytes` of a process: bytes it caused to be written to block devices.
@@ -202,9 +184,19 @@ fn load(seconds: f64, journal: bool) -> (f64, f64, u64, u64) {
             .and_then(|r| r["pointsWrittenOK"].as_u64())
             .unwrap_or(0)
     };
-    let (cpu0, wb0, req0, pts0) = (cpu_s(pid), write_bytes(pid), served(&sim), points(&influx));
+    let (cpu0, wb0, req0, pts0) = (
+        proc_stats(pid).0,
+        write_bytes(pid),
+        served(&sim),
+        points(&influx),
+    );
     std::thread::sleep(Duration::from_secs_f64(seconds));
-    let (cpu1, wb1, req1, pts1) = (cpu_s(pid), write_bytes(pid), served(&sim), points(&influx));
+    let (cpu1, wb1, req1, pts1) = (
+        proc_stats(pid).0,
+        write_bytes(pid),
+        served(&sim),
+        points(&influx),
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
