@@ -11,30 +11,8 @@ mod util;
 use dyeing_gateway::config;
 use dyeing_gateway::simulate;
 use dyeing_gateway::status::lock;
-use serde_json::json;
 use std::time::{Duration, Instant};
 use util::*;
-
-fn registers(n: usize) -> Vec<serde_json::Value> {
-    let mut regs = vec![
-        json!({"name": "marker", "kind": "holding", "address": 0, "type": "uint16", "measurement": "high_frequency_data"}),
-        json!({"name": "temperature", "kind": "holding", "address": 1, "type": "int16", "scale": 0.1, "deadband": 0.2, "measurement": "high_frequency_data"}),
-        json!({"name": "level", "kind": "holding", "address": 2, "type": "float32", "deadband": 0.5, "measurement": "medium_frequency_data"}),
-        json!({"name": "ph", "kind": "holding", "address": 4, "type": "uint16", "scale": 0.01, "deadband": 0.05, "measurement": "medium_frequency_data"}),
-        json!({"name": "status", "kind": "holding", "address": 5, "type": "uint16", "measurement": "medium_frequency_data"}),
-        json!({"name": "process", "kind": "holding", "address": 6, "type": "uint16", "measurement": "medium_frequency_data"}),
-        json!({"name": "batch", "kind": "holding", "address": 8, "type": "string", "length": 8, "measurement": "cycle_context_data"}),
-        json!({"name": "operator_nik", "kind": "holding", "address": 16, "type": "string", "length": 5, "measurement": "cycle_context_data"}),
-        json!({"name": "shift", "kind": "holding", "address": 21, "type": "uint16", "measurement": "cycle_context_data"}),
-        json!({"name": "reset_counter", "kind": "holding", "address": 22, "type": "uint32", "measurement": "maintenance_events"}),
-    ];
-    let mut addr = 30;
-    while regs.len() < n {
-        regs.push(json!({"name": format!("param_{addr}"), "kind": "holding", "address": addr, "type": "uint16", "measurement": "medium_frequency_data"}));
-        addr += 2;
-    }
-    regs
-}
 
 fn main() {
     let machines = arg("--machines", 50.0) as usize;
@@ -50,14 +28,7 @@ fn main() {
     let influx = Influxd::start();
     let dir = TempDir::new("bench");
     let ports = free_ports(machines);
-    let cfg_json = json!({
-        "state_dir": dir.path(),
-        "influxdb": {"url": influx.url(), "api": "v1", "database": influx.db, "flush_interval_s": 1},
-        "profiles": {"jet": {"poll_interval_s": interval, "registers": registers(nregs),
-            "maintenance": [{"register": "reset_counter", "edge": "decrease"}]}},
-        "machines": ports.iter().enumerate().map(|(i, p)| json!({"name": format!("M{i:02}"),
-            "ip_address": "127.0.0.1", "port": p, "profile": "jet"})).collect::<Vec<_>>()
-    });
+    let cfg_json = bench_config(dir.path(), &influx, &ports, nregs, interval);
     let cfg_path = dir.write("machines.json", &cfg_json.to_string());
     let cfg =
         config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");

@@ -655,3 +655,46 @@ pub fn proc_stats(pid: u32) -> (f64, u64, u64) {
     };
     (cpu, kib("VmRSS:"), kib("VmHWM:"))
 }
+
+/// The benchmarks' register map: a dyeing machine's usual registers, then `uint16` parameters
+/// every other address up to `n` registers.
+pub fn bench_registers(n: usize) -> Vec<serde_json::Value> {
+    let mut regs = vec![
+        serde_json::json!({"name": "marker", "kind": "holding", "address": 0, "type": "uint16", "measurement": "high_frequency_data"}),
+        serde_json::json!({"name": "temperature", "kind": "holding", "address": 1, "type": "int16", "scale": 0.1, "deadband": 0.2, "measurement": "high_frequency_data"}),
+        serde_json::json!({"name": "level", "kind": "holding", "address": 2, "type": "float32", "deadband": 0.5, "measurement": "medium_frequency_data"}),
+        serde_json::json!({"name": "ph", "kind": "holding", "address": 4, "type": "uint16", "scale": 0.01, "deadband": 0.05, "measurement": "medium_frequency_data"}),
+        serde_json::json!({"name": "status", "kind": "holding", "address": 5, "type": "uint16", "measurement": "medium_frequency_data"}),
+        serde_json::json!({"name": "process", "kind": "holding", "address": 6, "type": "uint16", "measurement": "medium_frequency_data"}),
+        serde_json::json!({"name": "batch", "kind": "holding", "address": 8, "type": "string", "length": 8, "measurement": "cycle_context_data"}),
+        serde_json::json!({"name": "operator_nik", "kind": "holding", "address": 16, "type": "string", "length": 5, "measurement": "cycle_context_data"}),
+        serde_json::json!({"name": "shift", "kind": "holding", "address": 21, "type": "uint16", "measurement": "cycle_context_data"}),
+        serde_json::json!({"name": "reset_counter", "kind": "holding", "address": 22, "type": "uint32", "measurement": "maintenance_events"}),
+    ];
+    let mut addr = 30;
+    while regs.len() < n {
+        regs.push(serde_json::json!({"name": format!("param_{addr}"), "kind": "holding", "address": addr, "type": "uint16", "measurement": "medium_frequency_data"}));
+        addr += 2;
+    }
+    regs
+}
+
+/// The benchmarks' configuration: machines `M00`, `M01`, ... on loopback `ports`, each with
+/// `nregs` registers polled every `interval` seconds, writing to `influx`.
+pub fn bench_config(
+    state_dir: &Path,
+    influx: &Influxd,
+    ports: &[u16],
+    nregs: usize,
+    interval: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "state_dir": state_dir,
+        "status": {"listen": format!("127.0.0.1:{}", free_port())},
+        "influxdb": {"url": influx.url(), "api": "v1", "database": influx.db, "flush_interval_s": 1},
+        "profiles": {"jet": {"poll_interval_s": interval, "registers": bench_registers(nregs),
+            "maintenance": [{"register": "reset_counter", "edge": "decrease"}]}},
+        "machines": ports.iter().enumerate().map(|(i, p)| serde_json::json!({"name": format!("M{i:02}"),
+            "ip_address": "127.0.0.1", "port": p, "profile": "jet"})).collect::<Vec<_>>()
+    })
+}

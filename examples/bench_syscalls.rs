@@ -1,0 +1,216 @@
+//! Benchmark: what one poll costs the kernel. The release gateway (`run`, a separate process)
+//! polls N simulated Modbus TCP machines x R registers every second (the simulator runs in this
+//! process, so it is not counted) and writes to a real influxd. After a warm-up it measures, in
+//! two windows of `--duration` seconds each: first CPU time (utime + stime from /proc, no
+//! tracer attached) and peak RSS; then syscalls by kind and threads created (`clone`/`clone3`)
+//! with `strace -f -c` attached by pid, so start-up is not counted. Then the Python baseline
+//! (tests/peers/block_poller.py: the original's thread per machine, one pymodbus
+//! read_holding_registers per planned block) polls the same simulator for the same time, and
+//! its CPU is measured the same way. Prints the figures, the ratio and the goals of issue 14.
+//! Figures, not assertions: `scripts/bench-syscalls [--duration 60]`.
+
+#[path = "../tests/util.rs"]
+mod util;
+
+use dyeing_gateway::config;
+use dyeing_gateway::registers::plan;
+use dyeing_gateway::simulate;
+use dyeing_gateway::status::lock;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use util::*;
+
+const WARM_UP: Duration = Duration::from_secs(5);
+
+fn served(sim: &simulate::Simulator) -> u64 {
+    sim.buses
+        .iter()
+        .map(|b| lock(b).values().map(|m| m.requests).sum::<u64>())
+        .sum()
+}
+
+/// Calls per syscall kind from an `strace -c` summary table.
+fn strace_counts(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors], syscall
+        if f.len() < 5 || f[0].parse::<f64>().is_err() {
+            continue;
+        }
+        let (Some(name), Ok(calls)) = (f.last(), f[3].parse::<u64>()) else {
+            continue;
+        };
+        if *name != "total" {
+            out.insert(name.to_string(), calls);
+        }
+    }
+    out
+}
+
+/// Share of one core (CPU seconds per second) and peak RSS (KiB) of `pid` over `window`.
+fn cpu_over(pid: u32, window: Duration) -> (f64, u64) {
+    let (cpu0, _, _) = proc_stats(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let (cpu1, _, hwm) = proc_stats(pid);
+    ((cpu1 - cpu0) / t0.elapsed().as_secs_f64(), hwm)
+}
+
+fn goal(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT MET"
+    }
+}
+
+fn main() {
+    let machines = arg("--machines", 50.0) as usize;
+    let nregs = arg("--registers", 40.0) as usize;
+    let duration = Duration::from_secs_f64(arg("--duration", 60.0));
+    let interval = 1.0;
+    let gw_bin = bin();
+    assert!(
+        gw_bin.exists(),
+        "build the gateway first: cargo build --release ({})",
+        gw_bin.display()
+    );
+    let influx = Influxd::start();
+    let dir = TempDir::new("bench-syscalls");
+    let ports = free_ports(machines);
+    let cfg_json = bench_config(dir.path(), &influx, &ports, nregs, interval);
+    let cfg_path = dir.write("machines.json", &cfg_json.to_string());
+    let cfg =
+        config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
+    let m0 = &cfg.machines[0];
+    let all: Vec<usize> = (0..m0.registers.len()).collect();
+    let blocks = plan::plan(&m0.registers, &all, &m0.limits);
+    let sim = simulate::start(&cfg, None, 60.0).expect("simulator");
+
+    // The gateway: warm-up, a CPU window without a tracer, then a window under strace.
+    let mut gw = Proc::spawn(
+        "gateway",
+        Command::new(&gw_bin)
+            .args(["--config", cfg_path.to_str().unwrap_or_default(), "run"])
+            .env("RUST_LOG", "warn"),
+        dir.path(),
+    );
+    let pid = gw.child.id();
+    std::thread::sleep(WARM_UP);
+    let req0 = served(&sim);
+    let (gw_cpu, gw_hwm) = cpu_over(pid, duration);
+    let polls_cpu = served(&sim) - req0;
+    let summary = dir.path().join("strace.txt");
+    let mut strace = Proc::spawn(
+        "strace",
+        Command::new("strace")
+            .args(["-f", "-c", "-o"])
+            .arg(&summary)
+            .args(["-p", &pid.to_string()]),
+        dir.path(),
+    );
+    std::thread::sleep(Duration::from_millis(500)); // attached to every thread
+    let req1 = served(&sim);
+    let t1 = Instant::now();
+    std::thread::sleep(duration);
+    strace.signal("INT");
+    let polls = (served(&sim) - req1).max(1);
+    let traced = t1.elapsed().as_secs_f64();
+    let _ = strace.child.wait();
+    let counts = strace_counts(&std::fs::read_to_string(&summary).unwrap_or_default());
+    let threads_now = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Threads:"))
+        .map(|l| l.trim_start_matches("Threads:").trim().to_string())
+        .unwrap_or_default();
+    let code = gw.terminate(Duration::from_secs(10));
+
+    // The Python baseline on the same simulator.
+    let spec = serde_json::json!({
+        "influx": influx.url(), "db": influx.db, "interval_s": interval,
+        "blocks": blocks.iter().map(|b| [b.address, b.quantity]).collect::<Vec<_>>(),
+        "registers": cfg_json["profiles"]["jet"]["registers"],
+        "machines": ports.iter().enumerate().map(|(i, p)| serde_json::json!({
+            "name": format!("M{i:02}"), "host": "127.0.0.1", "port": p, "unit": 1})).collect::<Vec<_>>(),
+    });
+    let spec_path = dir.write("baseline.json", &spec.to_string());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/block_poller.py");
+    let py = Proc::spawn(
+        "python",
+        Command::new(python()).arg(&script).arg(&spec_path),
+        dir.path(),
+    );
+    let ready = wait_until(Duration::from_secs(60), || py.output().contains("ready"));
+    std::thread::sleep(WARM_UP);
+    let req2 = served(&sim);
+    let (py_cpu, py_hwm) = cpu_over(py.child.id(), duration);
+    let py_polls = served(&sim) - req2;
+    drop(py);
+    drop(sim);
+
+    let secs = duration.as_secs_f64();
+    let total: u64 = counts.values().sum();
+    let clones =
+        counts.get("clone").copied().unwrap_or(0) + counts.get("clone3").copied().unwrap_or(0);
+    let per_poll = total as f64 / polls as f64;
+    let per_min = clones as f64 * 60.0 / traced;
+    println!(
+        "bench_syscalls: {machines} machines x {nregs} registers every {interval} s, {} blocks per machine, windows of {secs:.0} s after {} s warm-up",
+        blocks.len(),
+        WARM_UP.as_secs()
+    );
+    println!(
+        "  gateway polls (Modbus requests)  {polls_cpu} in the CPU window, {polls} under strace ({:.2} per machine per s)",
+        polls as f64 / machines as f64 / traced
+    );
+    println!("  syscalls per poll by kind (strace -f -c, {traced:.0} s):");
+    let mut kinds: Vec<(&String, &u64)> = counts.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (name, n) in kinds {
+        println!("    {name:<18} {:>8.3}  ({n})", *n as f64 / polls as f64);
+    }
+    println!("    {:<18} {per_poll:>8.3}  ({total})", "total");
+    println!("  threads created                  {per_min:.1} per minute ({clones} clone/clone3); {threads_now} threads at the end");
+    println!(
+        "  gateway CPU                      {:.3} % of one core; RSS peak {gw_hwm} KiB",
+        100.0 * gw_cpu
+    );
+    if ready {
+        println!(
+            "  Python baseline CPU              {:.3} % of one core ({py_polls} polls, {:.2} per machine per s); RSS peak {py_hwm} KiB",
+            100.0 * py_cpu,
+            py_polls as f64 / machines as f64 / secs
+        );
+    } else {
+        println!("  Python baseline did not start (see python.log)");
+    }
+    let ratio = py_cpu / gw_cpu.max(1e-9);
+    println!("  ratio Python / gateway           {ratio:.1}x");
+    println!("  goals (issue 14):");
+    println!(
+        "    <= 2.5 syscalls per poll       {per_poll:.2}: {}",
+        goal(per_poll <= 2.5)
+    );
+    println!(
+        "    0 threads created              {clones}: {}",
+        goal(clones == 0)
+    );
+    println!(
+        "    CPU < 0.3 % of one core        {:.3} %: {}",
+        100.0 * gw_cpu,
+        goal(gw_cpu < 0.003)
+    );
+    println!(
+        "    >= 30x below Python            {ratio:.1}x: {}",
+        goal(ratio >= 30.0)
+    );
+    println!(
+        "    RSS < 8 MB                     {gw_hwm} KiB: {}",
+        goal(gw_hwm < 8192)
+    );
+    println!("  gateway exit on SIGTERM: {code:?}");
+}
