@@ -1,10 +1,16 @@
 //! Transports move ADUs: `Transport` is the seam every kind of endpoint implements, so the
 //! poller, the decoder and the change logic are shared by all of them. `TcpTransport` speaks
 //! Modbus TCP (MBAP framing). Only this module opens sockets or serial ports.
+//!
+//! A TCP exchange costs two syscalls when the reply is whole: one send, one receive into a
+//! buffer big enough for any ADU. The receive timeout is set when the connection opens and
+//! again only when a read needs a shorter one (a reply arriving in pieces), so the deadline of
+//! an exchange holds without a `setsockopt` per read.
 
 use super::codec::{self, FrameError, Framing, Request};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,10 @@ pub struct TcpTransport {
     port: u16,
     timeout: Duration,
     stream: Option<TcpStream>,
+    /// The receive timeout the socket has now.
+    read_timeout: Duration,
+    /// Bytes received after the last whole reply (the start of a late one), read first next time.
+    pending: Vec<u8>,
 }
 
 impl TcpTransport {
@@ -53,9 +63,120 @@ impl TcpTransport {
             port,
             timeout,
             stream: None,
+            read_timeout: timeout,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Receive until `buf` holds at least `want` bytes or `deadline` passes: one read takes
+    /// whatever has arrived, up to a whole ADU. On a timeout nothing is lost: `buf` keeps what came.
+    fn fill(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: usize,
+        deadline: Instant,
+    ) -> Result<(), TransportError> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
+        let mut chunk = [0u8; codec::TCP_MAX_ADU];
+        while buf.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(TransportError::Timeout(Duration::ZERO));
+            }
+            // A read may overrun the deadline by at most TIMEOUT_SLACK; anything further off
+            // (or shorter, which would end the read early) is set anew.
+            if self.read_timeout < left || self.read_timeout > left + TIMEOUT_SLACK {
+                let t = (left + TIMEOUT_SLACK / 2).min(self.timeout.max(left));
+                stream.set_read_timeout(Some(t))?;
+                self.read_timeout = t;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed by the device",
+                    )
+                    .into())
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(TransportError::Timeout(Duration::ZERO))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `adu` in one write; a failed write closes the connection.
+    fn send(&mut self, adu: &[u8]) -> Result<(), TransportError> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
+        if let Err(e) = stream.write_all(adu) {
+            self.close();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// One MBAP frame from `buf` (topped up from the socket); bytes after it stay in `buf`.
+    fn next_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, TransportError> {
+        self.fill(buf, codec::MBAP_LEN, deadline)?;
+        let len = codec::tcp_adu_len(&buf[..codec::MBAP_LEN])?;
+        self.fill(buf, len, deadline)?;
+        let rest = buf.split_off(len);
+        Ok(std::mem::replace(buf, rest))
+    }
+}
+
+impl TcpTransport {
+    /// One RTU ADU, read as it arrives: address and function code first, then as many bytes
+    /// as that function's reply carries (Modbus over serial line v1.02, 2.5.1). `deadline`
+    /// bounds the first bytes; `inter_byte` per missing byte bounds the rest, so a frame cut
+    /// short ends early. Bytes after the ADU are dropped.
+    fn rtu_frame(
+        &mut self,
+        deadline: Instant,
+        inter_byte: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut adu = Vec::new();
+        self.fill(&mut adu, 1, deadline)?;
+        loop {
+            let want = if adu.len() < 2 {
+                2
+            } else {
+                match codec::rtu_adu_len(&adu)? {
+                    Some(n) if n <= adu.len() => {
+                        adu.truncate(n);
+                        return Ok(adu);
+                    }
+                    Some(n) => n,
+                    None => adu.len() + 1,
+                }
+            };
+            let gaps = inter_byte.max(Duration::from_millis(1)) * (want - adu.len()) as u32;
+            self.fill(&mut adu, want, (Instant::now() + gaps).max(deadline))?;
         }
     }
 }
+
+/// How far past its deadline a TCP read may wait before its timeout is set again.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 
 /// Read exactly `buf.len()` bytes before `deadline`. On a timeout, says how many bytes came.
 pub(crate) fn read_full<R: Read + ?Sized>(
@@ -117,6 +238,9 @@ impl Transport for TcpTransport {
                 Ok(s) => {
                     s.set_nodelay(true)?;
                     s.set_write_timeout(Some(self.timeout))?;
+                    s.set_read_timeout(Some(self.timeout))?;
+                    self.read_timeout = self.timeout;
+                    self.pending.clear();
                     self.stream = Some(s);
                     return Ok(());
                 }
@@ -130,32 +254,20 @@ impl Transport for TcpTransport {
         if let Some(s) = self.stream.take() {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.pending.clear();
     }
 
     fn exchange(&mut self, req: &Request) -> Result<Vec<u8>, TransportError> {
         let timeout = self.timeout;
-        let stream = self
-            .stream
-            .as_mut()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
         let deadline = Instant::now() + timeout;
-        if let Err(e) = stream.write_all(&req.adu) {
-            self.close();
-            return Err(e.into());
-        }
-        let mut set = |s: &mut TcpStream, d: Duration| s.set_read_timeout(Some(d));
+        self.send(&req.adu)?;
+        let mut buf = std::mem::take(&mut self.pending);
         loop {
-            let mut header = [0u8; codec::MBAP_LEN];
-            let result = read_full(stream, &mut header, deadline, &mut set).and_then(|()| {
-                let len = codec::tcp_adu_len(&header).map_err(|e| (codec::MBAP_LEN, e.into()))?;
-                let mut adu = vec![0u8; len];
-                adu[..codec::MBAP_LEN].copy_from_slice(&header);
-                read_full(stream, &mut adu[codec::MBAP_LEN..], deadline, &mut set)
-                    .map_err(|(n, e)| (codec::MBAP_LEN + n, e))?;
-                Ok(adu)
-            });
-            match result {
-                Ok(adu) if codec::tcp_transaction(&adu) == Some(req.transaction) => return Ok(adu),
+            match self.next_frame(&mut buf, deadline) {
+                Ok(adu) if codec::tcp_transaction(&adu) == Some(req.transaction) => {
+                    self.pending = buf;
+                    return Ok(adu);
+                }
                 Ok(adu) => {
                     log::debug!(
                         "{}:{}: discarded a stale reply (transaction {:?}, waiting for {})",
@@ -165,12 +277,12 @@ impl Transport for TcpTransport {
                         req.transaction
                     );
                 }
-                Err((got, e)) => {
+                Err(e) => {
                     // A partial frame leaves the stream out of step, and an I/O error or a
                     // garbage header means the connection cannot be trusted: start afresh.
                     // A clean timeout (nothing read) keeps it: a late reply is discarded by
                     // its transaction id.
-                    if got > 0 || !e.is_timeout() {
+                    if !buf.is_empty() || !e.is_timeout() {
                         self.close();
                     }
                     return Err(match e {
@@ -244,35 +356,165 @@ impl Transport for RtuOverTcpTransport {
     }
     fn exchange(&mut self, req: &Request) -> Result<Vec<u8>, TransportError> {
         let timeout = self.inner.timeout;
+        // Discard whatever a late reply left behind.
         let stream = self
             .inner
             .stream
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
-        // Discard whatever a late reply left behind.
-        stream.set_nonblocking(true)?;
-        let mut junk = [0u8; 256];
-        while let Ok(n) = stream.read(&mut junk) {
-            if n == 0 {
-                break;
-            }
-        }
-        stream.set_nonblocking(false)?;
-        if let Err(e) = stream.write_all(&req.adu) {
-            self.inner.close();
-            return Err(e.into());
-        }
-        let mut set = |s: &mut TcpStream, d: Duration| s.set_read_timeout(Some(d));
+        discard_input(stream);
+        self.inner.pending.clear();
+        self.inner.send(&req.adu)?;
         let deadline = Instant::now() + timeout;
-        match read_rtu_adu(stream, deadline, Duration::from_millis(50), &mut set) {
+        match self.inner.rtu_frame(deadline, Duration::from_millis(50)) {
             Ok(adu) => Ok(adu),
-            Err((_, TransportError::Timeout(_))) => Err(TransportError::Timeout(timeout)),
-            Err((_, e)) => {
+            Err(TransportError::Timeout(_)) => Err(TransportError::Timeout(timeout)),
+            Err(e) => {
                 if matches!(e, TransportError::Io(_)) {
                     self.inner.close();
                 }
                 Err(e)
             }
         }
+    }
+}
+
+/// Read and drop what has arrived on `stream`, without waiting: a single `recv` when nothing has.
+fn discard_input(stream: &TcpStream) {
+    let mut junk = [0u8; 256];
+    loop {
+        // SAFETY: `recv` writes at most `junk.len()` bytes into `junk`, which outlives the call;
+        // the descriptor belongs to `stream`, borrowed for the call.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                junk.as_mut_ptr().cast(),
+                junk.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RegisterKind;
+    use std::net::TcpListener;
+    use std::thread;
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    fn tcp_reply(transaction: u16, value: u16) -> Vec<u8> {
+        let [t0, t1] = transaction.to_be_bytes();
+        let [v0, v1] = value.to_be_bytes();
+        vec![t0, t1, 0, 0, 0, 5, 1, 3, 2, v0, v1]
+    }
+
+    fn rtu_reply(value: u16) -> Vec<u8> {
+        let [v0, v1] = value.to_be_bytes();
+        let mut adu = vec![1, 3, 2, v0, v1];
+        let crc = codec::crc16(&adu);
+        adu.extend_from_slice(&crc.to_le_bytes());
+        adu
+    }
+
+    /// A device on a loopback port that reads `request_len` bytes per request and answers each
+    /// with its step: byte pieces written with a pause before each.
+    fn device(
+        request_len: usize,
+        steps: Vec<Vec<(u64, Vec<u8>)>>,
+    ) -> (u16, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handle = thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            for pieces in steps {
+                let mut req = vec![0u8; request_len];
+                if s.read_exact(&mut req).is_err() {
+                    return;
+                }
+                for (pause_ms, bytes) in pieces {
+                    thread::sleep(Duration::from_millis(pause_ms));
+                    if s.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+            }
+            // Hold the connection until the client is done with it.
+            let _ = s.read(&mut [0u8; 1]);
+        });
+        (port, handle)
+    }
+
+    fn read_req(framing: Framing, transaction: u16) -> Request {
+        codec::read(framing, transaction, 1, RegisterKind::Holding, 0, 1).expect("request")
+    }
+
+    #[test]
+    fn tcp_replies_in_pieces_late_or_together_keep_their_timeouts() {
+        let mut both = tcp_reply(1, 10);
+        both.extend(tcp_reply(2, 20));
+        let reply3 = tcp_reply(3, 30);
+        let (port, device) = device(
+            12,
+            vec![
+                vec![],
+                vec![(0, both)],
+                vec![(0, reply3[..4].to_vec()), (50, reply3[4..].to_vec())],
+                vec![(0, tcp_reply(4, 40)[..5].to_vec())],
+            ],
+        );
+        let mut t = TcpTransport::new("127.0.0.1", port, TIMEOUT);
+        t.open().expect("open");
+        // No answer: a timeout after about TIMEOUT, the connection kept.
+        let started = Instant::now();
+        let e = t
+            .exchange(&read_req(Framing::Tcp, 1))
+            .expect_err("no reply");
+        assert!(e.is_timeout(), "{e}");
+        assert!(started.elapsed() >= TIMEOUT && started.elapsed() < TIMEOUT * 2);
+        assert!(t.is_open());
+        // The late reply and the awaited one in one segment: the late one is discarded.
+        let adu = t.exchange(&read_req(Framing::Tcp, 2)).expect("reply 2");
+        assert_eq!(adu, tcp_reply(2, 20));
+        // A reply in two pieces is assembled.
+        let adu = t.exchange(&read_req(Framing::Tcp, 3)).expect("reply 3");
+        assert_eq!(adu, reply3);
+        // A reply cut short: a timeout at the same deadline, and the connection is closed.
+        let started = Instant::now();
+        let e = t
+            .exchange(&read_req(Framing::Tcp, 4))
+            .expect_err("cut short");
+        assert!(e.is_timeout(), "{e}");
+        assert!(started.elapsed() >= TIMEOUT && started.elapsed() < TIMEOUT * 2);
+        assert!(!t.is_open());
+        drop(t);
+        device.join().expect("device");
+    }
+
+    #[test]
+    fn rtu_over_tcp_drops_stale_input_and_assembles_a_reply_in_pieces() {
+        let reply = rtu_reply(7);
+        let (port, device) = device(
+            8,
+            vec![
+                // A reply after the timeout: stale by the next request.
+                vec![(TIMEOUT.as_millis() as u64 + 100, rtu_reply(1))],
+                vec![(0, reply[..1].to_vec()), (20, reply[1..].to_vec())],
+            ],
+        );
+        let mut t = RtuOverTcpTransport::new("127.0.0.1", port, TIMEOUT);
+        t.open().expect("open");
+        let e = t.exchange(&read_req(Framing::Rtu, 0)).expect_err("late");
+        assert!(e.is_timeout(), "{e}");
+        thread::sleep(Duration::from_millis(200));
+        let adu = t.exchange(&read_req(Framing::Rtu, 0)).expect("reply");
+        assert_eq!(adu, reply);
+        drop(t);
+        device.join().expect("device");
     }
 }
