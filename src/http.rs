@@ -3,12 +3,21 @@
 //! CA bundle (`tls.ca_file`), no redirects (a write must not be replayed somewhere else), a
 //! global timeout per request. Plain HTTP is used only where a URL says `http://`.
 //!
+//! No thread per request: each worker keeps its one agent, whose connections stay open between
+//! requests (keep-alive), and an IP-literal host or `localhost` (the usual configuration) is
+//! resolved in place. Only another host name is looked up by ureq's resolver, which runs the
+//! lookup on a thread of its own so the request's timeout bounds it.
+//!
 //! `redact_url` is the one way a URL is shown (logs, `check`, the status page, the outbox's
 //! results, the audit trail): the user info and every query value may be credentials.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+use ureq::http::Uri;
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A URL as it may be shown: user info becomes `***@` and every query value `***`
 /// (`https://***@host/path?api_key=***`). The scheme, host, port, path and query keys stay,
@@ -77,14 +86,68 @@ pub fn agent(timeout: Duration, ca: Option<&[ureq::tls::Certificate<'static>]>) 
             .build(),
         None => TlsConfig::builder().build(),
     };
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
         .tls_config(tls)
         .user_agent(concat!("dyeing-gateway/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        InPlaceResolver::default(),
+    )
+}
+
+/// Resolves IP literals and `localhost` without a lookup (and so without a thread); any other
+/// host name goes to ureq's own resolver.
+#[derive(Debug, Default)]
+struct InPlaceResolver(DefaultResolver);
+
+impl Resolver for InPlaceResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match in_place(uri) {
+            Some(addrs) => {
+                let mut out = self.empty();
+                for a in addrs {
+                    out.push(a);
+                }
+                Ok(out)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+/// The addresses of an `http`/`https` URI whose host is an IP literal or `localhost`
+/// (IPv4 first, as the system's resolver orders them), or `None`.
+fn in_place(uri: &Uri) -> Option<Vec<SocketAddr>> {
+    let port = match (uri.port_u16(), uri.scheme_str()?) {
+        (Some(p), "http" | "https") => p,
+        (None, "http") => 80,
+        (None, "https") => 443,
+        _ => return None,
+    };
+    let host = uri.host()?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(vec![SocketAddr::new(ip, port)]);
+    }
+    host.eq_ignore_ascii_case("localhost").then(|| {
+        vec![
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+        ]
+    })
 }
 
 /// An answer's status, the start of its body (read up to 64 KiB, kept up to `keep` bytes, cut
@@ -166,6 +229,24 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
+    }
+
+    #[test]
+    fn ip_literals_and_localhost_resolve_in_place_other_names_do_not() {
+        let r = |u: &str| in_place(&u.parse::<Uri>().expect("uri"));
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            r("http://127.0.0.1:8086/write"),
+            Some(vec![a("127.0.0.1:8086")])
+        );
+        assert_eq!(r("https://10.1.2.3/api"), Some(vec![a("10.1.2.3:443")]));
+        assert_eq!(r("http://[::1]:8086"), Some(vec![a("[::1]:8086")]));
+        assert_eq!(
+            r("http://LocalHost:9"),
+            Some(vec![a("127.0.0.1:9"), a("[::1]:9")])
+        );
+        assert_eq!(r("http://influx.plant.local:8086"), None);
+        assert_eq!(r("ftp://127.0.0.1/"), None);
     }
 
     #[test]
