@@ -11,10 +11,17 @@ use std::path::Path;
 
 pub fn record(path: &Path, entry: &Value) {
     let result = (|| -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        let open = || OpenOptions::new().create(true).append(true).open(path);
+        // The directory is made only when it is missing: no mkdir per line.
+        let mut f = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open()?
+            }
+            f => f?,
+        };
         let mut entry = entry.clone();
         crate::durable::format::stamp_json(&mut entry);
         let mut line = entry.to_string();

@@ -1,6 +1,8 @@
 //! Small state files that must survive a power cut: written to a temporary file, synced, then
 //! renamed over the old one (and the directory synced), so a reader finds the old or the new
 //! content, never a mix. Used for the finish detectors and batch writers, once per change.
+//! The directory is made only when the temporary file cannot be created without it, so a
+//! write costs no `mkdir` or `stat`.
 //!
 //! Each file carries `"format"` (see `durable::format`; a file without it is format 1). A file
 //! in a newer format is refused (`Newer`): its owner stays off and never writes over it.
@@ -14,14 +16,19 @@ use std::io::{self, Write};
 use std::path::Path;
 
 pub fn save<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
     let tmp = path.with_extension("tmp");
     let mut v = serde_json::to_value(value).map_err(io::Error::other)?;
     format::stamp_json(&mut v);
     let text = serde_json::to_vec_pretty(&v).map_err(io::Error::other)?;
-    let mut f = File::create(&tmp)?;
+    let mut f = match File::create(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            File::create(&tmp)?
+        }
+        f => f?,
+    };
     f.write_all(&text)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -86,6 +93,8 @@ mod tests {
             fastrand::u64(..)
         ));
         let p = dir.join("m.json");
+        // The first save makes the directory, the next one finds it.
+        save(&p, &S { armed: false }).expect("save");
         save(&p, &S { armed: true }).expect("save");
         let v: serde_json::Value =
             serde_json::from_slice(&fs::read(&p).expect("read")).expect("json");
