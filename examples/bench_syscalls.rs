@@ -101,6 +101,16 @@ fn main() {
     std::thread::sleep(WARM_UP);
     let req0 = served(&sim);
     let (gw_cpu, gw_hwm) = cpu_over(pid, duration);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let (anon, file) = (kib("RssAnon:"), kib("RssFile:"));
     let polls_cpu = served(&sim) - req0;
     let summary = dir.path().join("strace.txt");
     let mut strace = Proc::spawn(
@@ -157,6 +167,12 @@ fn main() {
     let clones =
         counts.get("clone").copied().unwrap_or(0) + counts.get("clone3").copied().unwrap_or(0);
     let per_poll = total as f64 / polls as f64;
+    // Thread sleeps and channel wake-ups: a poller sleeping until its next due time costs one.
+    let waits = ["futex", "sched_yield"]
+        .iter()
+        .map(|k| counts.get(*k).copied().unwrap_or(0))
+        .sum::<u64>();
+    let per_poll_io = (total - waits) as f64 / polls as f64;
     let per_min = clones as f64 * 60.0 / traced;
     println!(
         "bench_syscalls: {machines} machines x {nregs} registers every {interval} s, {} blocks per machine, windows of {secs:.0} s after {} s warm-up",
@@ -174,9 +190,14 @@ fn main() {
         println!("    {name:<18} {:>8.3}  ({n})", *n as f64 / polls as f64);
     }
     println!("    {:<18} {per_poll:>8.3}  ({total})", "total");
+    println!(
+        "    {:<18} {per_poll_io:>8.3}  ({})",
+        "without futex, sched_yield",
+        total - waits
+    );
     println!("  threads created                  {per_min:.1} per minute ({clones} clone/clone3); {threads_now} threads at the end");
     println!(
-        "  gateway CPU                      {:.3} % of one core; RSS peak {gw_hwm} KiB",
+        "  gateway CPU                      {:.3} % of one core; RSS peak {gw_hwm} KiB (now {anon} KiB anonymous, {file} KiB mapped files)",
         100.0 * gw_cpu
     );
     if ready {
