@@ -162,6 +162,8 @@ pub struct Outbox {
     log: Option<Log>,
     entries: BTreeMap<String, Entry>,
     recent_done: VecDeque<String>,
+    /// Appends wait for one sync at the end of a group (see `add_group`).
+    defer_sync: bool,
     pub status: Arc<Mutex<OutboxStatus>>,
 }
 
@@ -258,6 +260,7 @@ impl Outbox {
             log: None,
             entries: BTreeMap::new(),
             recent_done: VecDeque::new(),
+            defer_sync: false,
             status,
             s,
         };
@@ -347,9 +350,17 @@ impl Outbox {
 
     /// Append and sync a record; false if it could not be stored.
     fn store(&mut self, rec: &Record) -> Option<u64> {
+        let defer = self.defer_sync;
         let log = self.log.as_mut()?;
         let bytes = serde_json::to_vec(rec).ok()?;
-        match log.append(&bytes).and_then(|seq| log.sync().map(|()| seq)) {
+        let stored = log.append(&bytes).and_then(|seq| {
+            if defer {
+                Ok(seq)
+            } else {
+                log.sync().map(|()| seq)
+            }
+        });
+        match stored {
             Ok(seq) => Some(seq),
             Err(e) => {
                 log::error!("outbox: cannot store a record: {e}");
@@ -455,6 +466,51 @@ impl Outbox {
             .insert(id.clone(), Entry::new(payload, seq, urls));
         self.update_status();
         (seq != u64::MAX).then_some(id)
+    }
+
+    /// Take in items that arrived together, `(machine, payload)`: each is appended, then one
+    /// sync stores them all, before any of them can be posted. Returns `(machine, id)` of each
+    /// item that is safe; an item whose record could not be stored is left out (its poller
+    /// keeps its pending copy), and so is every item of the group not yet synced then, because
+    /// a failed append or sync takes back all records since the last sync.
+    pub fn add_group(&mut self, items: Vec<(usize, Payload)>) -> Vec<(usize, String)> {
+        let mut safe = Vec::new();
+        let mut unsynced: Vec<(usize, String)> = Vec::new();
+        self.defer_sync = true;
+        for (machine, payload) in items {
+            let new = !self.entries.contains_key(payload.id());
+            match self.add(payload) {
+                // Stored just now, or earlier in this group: safe only after the sync.
+                Some(id)
+                    if unsynced.iter().any(|(_, u)| *u == id)
+                        || (new && self.entries.get(&id).is_some_and(|e| e.seq != u64::MAX)) =>
+                {
+                    unsynced.push((machine, id))
+                }
+                Some(id) => safe.push((machine, id)),
+                None if self.log.is_some() => self.forget(&mut unsynced),
+                None => {}
+            }
+        }
+        self.defer_sync = false;
+        if !unsynced.is_empty() {
+            match self.log.as_mut().map_or(Ok(()), |l| l.sync()) {
+                Ok(()) => safe.append(&mut unsynced),
+                Err(e) => {
+                    log::error!("outbox: cannot store {} record(s): {e}", unsynced.len());
+                    self.forget(&mut unsynced);
+                }
+            }
+        }
+        safe
+    }
+
+    /// Drop entries whose records were taken back.
+    fn forget(&mut self, items: &mut Vec<(usize, String)>) {
+        for (_, id) in items.drain(..) {
+            self.entries.remove(&id);
+        }
+        self.update_status();
     }
 
     /// When the next POST is due (none while one is in flight or without a worker).
@@ -660,11 +716,15 @@ impl Outbox {
             select! {
                 recv(rx) -> item => match item {
                     Ok(item) => {
-                        let (machine, payload) = match item {
-                            OutboxItem::Finish { machine, event } => (machine, Payload::Finish(event)),
-                            OutboxItem::Confirm { machine, confirmation } => (machine, Payload::Confirm(confirmation)),
-                        };
-                        if let Some(id) = self.add(payload) {
+                        // What is ready together is stored under one sync.
+                        let items = std::iter::once(item)
+                            .chain(rx.try_iter().take(GROUP_MAX))
+                            .map(|item| match item {
+                                OutboxItem::Finish { machine, event } => (machine, Payload::Finish(event)),
+                                OutboxItem::Confirm { machine, confirmation } => (machine, Payload::Confirm(confirmation)),
+                            })
+                            .collect();
+                        for (machine, id) in self.add_group(items) {
                             if let Some(tx) = reply.get(machine) {
                                 let _ = tx.send_timeout(Command::Persisted { machine, id }, Duration::from_secs(1));
                             }
@@ -692,6 +752,9 @@ impl Outbox {
         }
     }
 }
+
+/// The most items stored under one sync.
+const GROUP_MAX: usize = 64;
 
 /// Start the worker that makes the POSTs, one at a time; it ends when its sender is dropped.
 fn spawn_worker(agent: ureq::Agent) -> (Option<Sender<Post>>, Receiver<Answer>) {
@@ -850,6 +913,35 @@ mod tests {
             "{time} is not about {}",
             rfc3339(happened)
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn items_ready_together_are_stored_under_one_sync_and_survive_a_restart() {
+        let dir = tmp("group");
+        let clock = Arc::new(Clock::new(SyncCheck::Off));
+        let url = "http://127.0.0.1:9/finish";
+        let mut o = outbox(&dir, url, clock.clone(), Duration::from_secs(1));
+        let (a, b) = (unsynced_finish(None), unsynced_finish(None));
+        let again = a.clone();
+        let ids: Vec<String> = [&a, &b].iter().map(|p| p.id().to_string()).collect();
+        let safe = o.add_group(vec![(0, a), (1, b), (0, again)]);
+        let mut want = vec![
+            (0, ids[0].clone()),
+            (1, ids[1].clone()),
+            (0, ids[0].clone()),
+        ];
+        let mut got = safe.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        drop(o);
+        let o = outbox(&dir, url, clock, Duration::from_secs(1));
+        let mut stored: Vec<String> = o.entries.keys().cloned().collect();
+        stored.sort();
+        let mut ids = ids;
+        ids.sort();
+        assert_eq!(stored, ids);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
