@@ -6,7 +6,8 @@
 //! with `strace -f -c` attached by pid, so start-up is not counted. Then the Python baseline
 //! (tests/peers/block_poller.py: the original's thread per machine, one pymodbus
 //! read_holding_registers per planned block) polls the same simulator for the same time, and
-//! its CPU is measured the same way. Prints the figures, the ratio and the goals of issue 14.
+//! its CPU is measured the same way; then once more reading each register on its own, as the
+//! original does. Prints the figures, the ratio and the goals of issue 14.
 //! Figures, not assertions: `scripts/bench-syscalls [--duration 60]`.
 
 #[path = "../tests/util.rs"]
@@ -71,7 +72,10 @@ fn main() {
     let nregs = arg("--registers", 40.0) as usize;
     let duration = Duration::from_secs_f64(arg("--duration", 60.0));
     let interval = 1.0;
-    let gw_bin = bin();
+    // DG_BENCH_GATEWAY: another build to measure (an older release, for before/after figures).
+    let gw_bin = std::env::var_os("DG_BENCH_GATEWAY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(bin);
     assert!(
         gw_bin.exists(),
         "build the gateway first: cargo build --release ({})",
@@ -138,28 +142,40 @@ fn main() {
         .unwrap_or_default();
     let code = gw.terminate(Duration::from_secs(10));
 
-    // The Python baseline on the same simulator.
-    let spec = serde_json::json!({
-        "influx": influx.url(), "db": influx.db, "interval_s": interval,
-        "blocks": blocks.iter().map(|b| [b.address, b.quantity]).collect::<Vec<_>>(),
-        "registers": cfg_json["profiles"]["jet"]["registers"],
-        "machines": ports.iter().enumerate().map(|(i, p)| serde_json::json!({
-            "name": format!("M{i:02}"), "host": "127.0.0.1", "port": p, "unit": 1})).collect::<Vec<_>>(),
-    });
-    let spec_path = dir.write("baseline.json", &spec.to_string());
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/block_poller.py");
-    let py = Proc::spawn(
-        "python",
-        Command::new(python()).arg(&script).arg(&spec_path),
-        dir.path(),
-    );
-    let ready = wait_until(Duration::from_secs(60), || py.output().contains("ready"));
-    std::thread::sleep(WARM_UP);
-    let req2 = served(&sim);
-    let (py_cpu, py_hwm) = cpu_over(py.child.id(), duration);
-    let py_polls = served(&sim) - req2;
-    drop(py);
+    // The Python baselines on the same simulator: one read per planned block, then (the
+    // original's way) one read per register.
+    let per_block: Vec<[u16; 2]> = blocks.iter().map(|b| [b.address, b.quantity]).collect();
+    let per_field: Vec<[u16; 2]> = m0
+        .registers
+        .iter()
+        .map(|r| [r.address, r.quantity()])
+        .collect();
+    let baseline = |tag: &str, reads: &[[u16; 2]]| {
+        let spec = serde_json::json!({
+            "influx": influx.url(), "db": influx.db, "interval_s": interval, "blocks": reads,
+            "registers": cfg_json["profiles"]["jet"]["registers"],
+            "machines": ports.iter().enumerate().map(|(i, p)| serde_json::json!({
+                "name": format!("M{i:02}"), "host": "127.0.0.1", "port": p, "unit": 1})).collect::<Vec<_>>(),
+        });
+        let spec_path = dir.write(&format!("{tag}.json"), &spec.to_string());
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/block_poller.py");
+        let py = Proc::spawn(
+            tag,
+            Command::new(python()).arg(&script).arg(&spec_path),
+            dir.path(),
+        );
+        if !wait_until(Duration::from_secs(60), || py.output().contains("ready")) {
+            println!("  {tag} did not start:\n{}", py.dump());
+            return (f64::NAN, 0, 0);
+        }
+        std::thread::sleep(WARM_UP);
+        let req = served(&sim);
+        let (cpu, hwm) = cpu_over(py.child.id(), duration);
+        (cpu, hwm, served(&sim) - req)
+    };
+    let (py_cpu, py_hwm, py_polls) = baseline("python-blocks", &per_block);
+    let (pf_cpu, pf_hwm, pf_polls) = baseline("python-fields", &per_field);
     drop(sim);
 
     let secs = duration.as_secs_f64();
@@ -200,15 +216,17 @@ fn main() {
         "  gateway CPU                      {:.3} % of one core; RSS peak {gw_hwm} KiB (now {anon} KiB anonymous, {file} KiB mapped files)",
         100.0 * gw_cpu
     );
-    if ready {
-        println!(
-            "  Python baseline CPU              {:.3} % of one core ({py_polls} polls, {:.2} per machine per s); RSS peak {py_hwm} KiB",
-            100.0 * py_cpu,
-            py_polls as f64 / machines as f64 / secs
-        );
-    } else {
-        println!("  Python baseline did not start (see python.log)");
-    }
+    println!(
+        "  Python baseline CPU              {:.3} % of one core ({py_polls} reads, {:.2} per machine per s); RSS peak {py_hwm} KiB",
+        100.0 * py_cpu,
+        py_polls as f64 / machines as f64 / secs
+    );
+    println!(
+        "  Python per field (the original)  {:.3} % of one core ({pf_polls} reads, {:.2} per machine per s); RSS peak {pf_hwm} KiB; {:.1}x the gateway",
+        100.0 * pf_cpu,
+        pf_polls as f64 / machines as f64 / secs,
+        pf_cpu / gw_cpu.max(1e-9)
+    );
     let ratio = py_cpu / gw_cpu.max(1e-9);
     println!("  ratio Python / gateway           {ratio:.1}x");
     println!("  goals (issue 14):");

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The Python baseline for scripts/bench-syscalls: the original gateway's design (one thread
-per machine, pymodbus's ModbusTcpClient, changed values written to InfluxDB), but reading one
-read_holding_registers per planned block instead of one per field.
+per machine, pymodbus's ModbusTcpClient, changed values written to InfluxDB), with one
+read_holding_registers per entry of "blocks": a planned block, or each register on its own
+as the original reads them.
 
 Usage: block_poller.py SPEC.json, where SPEC holds "influx" (http://host:port), "db",
 "interval_s", "blocks" ([address, quantity] pairs), "registers" (name, address, type, scale,
