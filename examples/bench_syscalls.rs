@@ -105,16 +105,7 @@ fn main() {
     std::thread::sleep(WARM_UP);
     let req0 = served(&sim);
     let (gw_cpu, gw_hwm) = cpu_over(pid, duration);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_string()
-    };
-    let (anon, file) = (kib("RssAnon:"), kib("RssFile:"));
+    let (anon, file) = (proc_status(pid, "RssAnon:"), proc_status(pid, "RssFile:"));
     let polls_cpu = served(&sim) - req0;
     let summary = dir.path().join("strace.txt");
     let mut strace = Proc::spawn(
@@ -134,12 +125,7 @@ fn main() {
     let traced = t1.elapsed().as_secs_f64();
     let _ = strace.child.wait();
     let counts = strace_counts(&std::fs::read_to_string(&summary).unwrap_or_default());
-    let threads_now = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Threads:"))
-        .map(|l| l.trim_start_matches("Threads:").trim().to_string())
-        .unwrap_or_default();
+    let threads_now = proc_status(pid, "Threads:");
     let code = gw.terminate(Duration::from_secs(10));
 
     // The Python baselines on the same simulator: one read per planned block, then (the

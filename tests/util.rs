@@ -644,16 +644,19 @@ pub fn proc_stats(pid: u32) -> (f64, u64, u64) {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat; index 11 and 12 after the name.
     let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (cpu, kib("VmRSS:"), kib("VmHWM:"))
+    (cpu, proc_status(pid, "VmRSS:"), proc_status(pid, "VmHWM:"))
+}
+
+/// A number from `/proc/PID/status` (`key` with its colon, e.g. `RssAnon:` in KiB or
+/// `Threads:`), 0 when it cannot be read.
+pub fn proc_status(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The benchmarks' register map: a dyeing machine's usual registers, then `uint16` parameters
