@@ -33,9 +33,10 @@ pub mod sink;
 pub mod spool;
 
 use crate::backoff::{retry_wait, Backoff};
+use crate::clock::unix_ms;
 use crate::clock::{wall_ms, Clock};
 use crate::lineproto::FieldType;
-use crate::status::{lock, unix_ms, Beat, UploaderStatus};
+use crate::status::{lock, Beat, UploaderStatus};
 use buffer::Buffer;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use journal::{Journal, JournalOptions, Replayed};
