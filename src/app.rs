@@ -8,7 +8,8 @@ use crate::batch::outbox::{self, Outbox};
 use crate::batch::{Command, OutboxItem};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::poller::{transport_for, Poller};
+use crate::modbus::transport_for;
+use crate::poller::Poller;
 use crate::status::{Board, Liveness, MachineStatus};
 use crate::uploader::buffer::Buffer;
 use crate::uploader::journal::{self, JournalOptions};
@@ -161,7 +162,7 @@ pub fn start(
         let mut poller = Poller::new(
             config,
             i,
-            transport_for(ep),
+            transport_for(&ep.kind, ep.timeout),
             &board.machines,
             points_tx.clone(),
             clock.clone(),

@@ -6,7 +6,8 @@
 use crate::app;
 use crate::clock::Clock;
 use crate::config::{self, Config, EndpointKind, InfluxApi, Measurement};
-use crate::poller::{transport_for, Poller};
+use crate::modbus::transport_for;
+use crate::poller::Poller;
 use crate::simulate;
 use crate::status::lock;
 use crate::uploader::buffer::MemoryBuffer;
@@ -729,7 +730,7 @@ pub fn summary(path: &Path, c: &Config) -> String {
         let poller = Poller::new(
             c,
             ei,
-            transport_for(e),
+            transport_for(&e.kind, e.timeout),
             &vec![Default::default(); c.machines.len()],
             tx.clone(),
             Arc::new(Clock::new(c.clock.check.clone())),
@@ -805,7 +806,7 @@ fn once(cli: &Cli) -> Result<(), i32> {
         let mut poller = Poller::new(
             &config,
             ei,
-            transport_for(ep),
+            transport_for(&ep.kind, ep.timeout),
             &statuses,
             tx.clone(),
             clock.clone(),
