@@ -195,25 +195,10 @@ pub fn program() -> Option<String> {
     }
 }
 
-/// Start the `update-status` thread if there is a RAUC to ask; dropping the returned sender
-/// stops it.
-pub fn start(
-    shared: Shared,
-) -> std::io::Result<Option<(std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>)>> {
-    let Some(program) = program() else {
-        return Ok(None);
-    };
-    let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let h = std::thread::Builder::new()
-        .name("update-status".into())
-        .spawn(move || run(&program, shared, REFRESH, stop_rx))?;
-    Ok(Some((h, stop)))
-}
-
 /// The page's view of the slots: `None` until RAUC first answers, and for good without RAUC.
 pub type Shared = Arc<Mutex<Option<UpdateStatus>>>;
 
-/// The `update-status` loop: ask `program` now and every `every` until `shutdown` closes.
+/// The `update-status` loop (run by `app` when `program` finds a RAUC): ask `program` now and every `every` until `shutdown` closes.
 /// A failed try keeps the last answer and records the error beside it.
 pub fn run(program: &str, shared: Shared, every: Duration, shutdown: Receiver<()>) {
     let mut logged_error = false;
