@@ -1,21 +1,15 @@
-//! The command line: argument parsing and dispatch of `run` (to `app::run`), `check`
-//! (`check`), `once`, `scan`, `watch`, `simulate`, `demo` (`demo`). Exit codes: 0 success,
+//! The command line: argument parsing and dispatch of `run` (to `app::run`), `check`, `once`,
+//! `scan`, `watch`, `simulate`, `demo` (each to its module). Exit codes: 0 success,
 //! 1 a runtime failure (a machine did not answer in `once`, a port could not be opened),
 //! 2 an invalid configuration or command line. Logs go to stderr (`logging`, `RUST_LOG`);
 //! line protocol and summaries go to stdout.
 
 use crate::app;
-use crate::clock::Clock;
 use crate::config::{self, Config, EndpointKind};
-use crate::modbus::transport_for;
-use crate::poller::Poller;
 use crate::simulate;
-use crate::status::lock;
 use clap::{Parser, Subcommand};
-use crossbeam_channel::bounded;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const EXIT_RUNTIME: i32 = 1;
@@ -359,39 +353,7 @@ fn hash_password() -> Result<(), i32> {
 
 fn once(cli: &Cli) -> Result<(), i32> {
     let config = load(cli)?;
-    let statuses: Vec<_> = config
-        .machines
-        .iter()
-        .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Default::default())))
-        .collect();
-    let (tx, _rx) = bounded(1);
-    let mut all_online = true;
-    let clock = Arc::new(Clock::new(config.clock.check.clone()));
-    for (ei, ep) in config.endpoints.iter().enumerate() {
-        let mut poller = Poller::new(
-            &config,
-            ei,
-            transport_for(&ep.kind, ep.timeout),
-            &statuses,
-            tx.clone(),
-            clock.clone(),
-        );
-        for line in poller.poll_all_once() {
-            println!("{line}");
-        }
-    }
-    for st in &statuses {
-        let st: crate::status::MachineStatus = lock(st).clone();
-        if st.online != Some(true) {
-            all_online = false;
-            eprintln!(
-                "machine {} did not answer: {}",
-                st.name,
-                st.last_error.unwrap_or_default()
-            );
-        }
-    }
-    if all_online {
+    if crate::once::run(&config) {
         Ok(())
     } else {
         Err(EXIT_RUNTIME)

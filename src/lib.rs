@@ -16,6 +16,7 @@ pub mod http;
 pub mod lineproto;
 pub mod logging;
 pub mod modbus;
+pub mod once;
 pub mod plant_api;
 pub mod poller;
 pub mod registers;

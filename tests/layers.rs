@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["batch", "change", "scan", "simulate", "uploader", "watch"],
     &["poller"],
     &["app"],
-    &["check", "demo"],
+    &["check", "demo", "once"],
     &["cli"],
 ];
 
