@@ -12,7 +12,8 @@
 //! - `off`: trust the clock.
 //! - `auto` (default): `timesyncd` when `/run/systemd/timesync` exists, else `off`.
 //!
-//! In every mode a time before `FLOOR_MS` (2026-01-01) is never trusted.
+//! In every mode a time before `FLOOR_MS` (2026-01-01) is never trusted. The time helpers
+//! (`unix_ms`, `wall_ms`) live here too, below everything that stamps.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,8 @@
-//! The shared status snapshot and thread liveness. Each thread owns and updates its own entry
-//! (a poller its machines, the uploader its own); readers (the status page, `demo`'s summary,
-//! the systemd watchdog) only look. There is no global: the board is created by the wiring
-//! function and handed to the threads that need it.
+//! The shared status snapshot, its types, and thread liveness. Each thread owns and updates
+//! its own entry (a poller its machines, the uploader and the outbox theirs; `update-status`
+//! its `UpdateStatus` cell); readers (the status page, `demo`'s summary, the systemd watchdog)
+//! only look. There is no global: the board is created by the wiring function and handed to
+//! the threads that need it.
 
 use crate::clock::unix_ms;
 use serde::Serialize;

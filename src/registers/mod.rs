@@ -1,6 +1,10 @@
 //! Registers to values and back: one generic decoder driven by the register's configured type,
 //! byte/word order, string layout, scale and offset, and its inverse (`encode`, used by the
 //! simulator and the batch writer). `plan` groups registers into read blocks.
+//!
+//! The decoder's words (`DataType`, `WordOrder`, `StringOrder`) are defined here; a register is
+//! seen through the `Field` trait (where it is, how it is laid out), so this module knows
+//! nothing of the config that describes it.
 
 pub mod plan;
 
