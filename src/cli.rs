@@ -6,7 +6,7 @@
 use crate::app;
 use crate::clock::Clock;
 use crate::config::{self, Config, EndpointKind, InfluxApi, Measurement};
-use crate::poller::{transport_for, Poller};
+use crate::poller::{schedule, transport_for, Poller};
 use crate::simulate;
 use crate::status::lock;
 use crate::uploader::buffer::MemoryBuffer;
@@ -724,23 +724,11 @@ pub fn summary(path: &Path, c: &Config) -> String {
         );
     }
     let _ = writeln!(o, "machines:");
-    let (tx, _rx) = bounded(1);
     for (ei, e) in c.endpoints.iter().enumerate() {
-        let poller = Poller::new(
-            c,
-            ei,
-            transport_for(e),
-            &vec![Default::default(); c.machines.len()],
-            tx.clone(),
-            Arc::new(Clock::new(c.clock.check.clone())),
-        );
-        for (name, groups) in poller.plan_summary() {
-            let Some(m) = c.machines.iter().find(|m| m.name == name) else {
-                continue;
-            };
-            let groups: Vec<String> = groups
+        for m in c.machines.iter().filter(|m| m.endpoint == ei) {
+            let groups: Vec<String> = schedule::groups_for(m)
                 .iter()
-                .map(|(iv, n)| format!("{n} read block(s) every {:?}", iv))
+                .map(|g| format!("{} read block(s) every {:?}", g.blocks.len(), g.interval))
                 .collect();
             let _ = writeln!(
                 o,

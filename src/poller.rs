@@ -12,13 +12,12 @@
 //! Commands from other threads (a batch to write, an outbox receipt) are taken on every loop
 //! turn, so a saturated endpoint, where a poll is always due, still handles them.
 
-use crate::backoff::Backoff;
 use crate::batch::finish::FinishDetector;
 use crate::batch::writer::BatchWriter;
 use crate::batch::{self, Command, OutboxItem};
 use crate::change::Detector;
 use crate::clock::Clock;
-use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
+use crate::config::{Config, Endpoint, EndpointKind, Machine};
 use crate::modbus::codec::{self, exception, Reply};
 use crate::modbus::transport::{TcpTransport, Transport, TransportError};
 use crate::modbus::{Client, ModbusError};
@@ -27,6 +26,7 @@ use crate::registers::{self, Value};
 use crate::status::{lock, unix_ms, Beat, MachineStatus};
 use crate::uploader::Batch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
+use schedule::{Group, Schedule};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,16 +41,6 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 /// How often each machine's one-line summary is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
 
-/// Registers of one machine polled at one interval.
-struct Group {
-    measurements: Vec<Measurement>,
-    interval: Duration,
-    /// Shared so a poll can hold a block while the group's list may be split (no per-request
-    /// allocation).
-    blocks: Vec<Arc<ReadBlock>>,
-    next_due: Instant,
-}
-
 /// One machine behind the endpoint.
 struct Unit {
     machine: Machine,
@@ -61,8 +51,6 @@ struct Unit {
     once_read_on: Option<u64>,
     detector: Detector,
     status: Arc<Mutex<MachineStatus>>,
-    backoff: Backoff,
-    resume_at: Option<Instant>,
     online: Option<bool>,
     /// Per register: the problem it has now, so each change is logged once.
     register_problem: Vec<Option<String>>,
@@ -83,8 +71,7 @@ pub struct Poller {
     endpoint: Endpoint,
     client: Client,
     units: Vec<Unit>,
-    connect_backoff: Backoff,
-    next_connect: Instant,
+    schedule: Schedule,
     connect_problem: Option<String>,
     consecutive_timeouts: u32,
     /// Connections opened so far: read-once registers are read again on each new one.
@@ -113,38 +100,6 @@ pub fn transport_for(ep: &Endpoint) -> Box<dyn Transport> {
     }
 }
 
-fn groups_for(m: &Machine, start: Instant) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
-    for meas in Measurement::ALL {
-        if !m.registers.iter().any(|r| r.measurement == meas) {
-            continue;
-        }
-        let interval = m.intervals[meas.index()];
-        match groups.iter_mut().find(|g| g.interval == interval) {
-            Some(g) => g.measurements.push(meas),
-            None => groups.push(Group {
-                measurements: vec![meas],
-                interval,
-                blocks: Vec::new(),
-                next_due: start,
-            }),
-        }
-    }
-    for g in &mut groups {
-        // Read-once registers are read per connection (`once_blocks`), not with their group.
-        let members: Vec<usize> = (0..m.registers.len())
-            .filter(|&i| {
-                g.measurements.contains(&m.registers[i].measurement) && !m.registers[i].read_once
-            })
-            .collect();
-        g.blocks = plan::plan(&m.registers, &members, &m.limits)
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-    }
-    groups
-}
-
 impl Poller {
     pub fn new(
         config: &Config,
@@ -169,20 +124,12 @@ impl Poller {
                     s.endpoint = endpoint.describe();
                     s.unit_id = m.unit_id;
                 }
-                let once: Vec<usize> = (0..m.registers.len())
-                    .filter(|&i| m.registers[i].read_once)
-                    .collect();
                 Unit {
-                    groups: groups_for(m, start),
-                    once_blocks: plan::plan(&m.registers, &once, &m.limits)
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
+                    groups: schedule::groups_for(m),
+                    once_blocks: schedule::once_blocks(m),
                     once_read_on: None,
                     detector: Detector::new(m, &config.tags, config.heartbeat),
                     status: st.clone(),
-                    backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
-                    resume_at: None,
                     online: None,
                     register_problem: vec![None; m.registers.len()],
                     machine: m.clone(),
@@ -202,13 +149,20 @@ impl Poller {
                     spark_at: None,
                 }
             })
-            .collect();
+            .collect::<Vec<Unit>>();
+        let schedule = Schedule::new(
+            units
+                .iter()
+                .map(|u| u.groups.iter().map(|g| g.interval).collect()),
+            start,
+            endpoint.backoff_initial,
+            endpoint.backoff_max,
+        );
         Poller {
-            connect_backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
             client: Client::new(transport),
             endpoint,
             units,
-            next_connect: start,
+            schedule,
             connect_problem: None,
             consecutive_timeouts: 0,
             connections: 0,
@@ -420,23 +374,7 @@ impl Poller {
 
     /// The earliest (unit, group) due, and when.
     fn next_due(&self) -> Option<(usize, usize, Instant)> {
-        let connected = self.client.is_open();
-        let mut best: Option<(usize, usize, Instant)> = None;
-        for (ui, u) in self.units.iter().enumerate() {
-            for (gi, g) in u.groups.iter().enumerate() {
-                let mut due = g.next_due;
-                if let Some(r) = u.resume_at {
-                    due = due.max(r);
-                }
-                if !connected {
-                    due = due.max(self.next_connect);
-                }
-                if best.is_none_or(|(_, _, b)| due < b) {
-                    best = Some((ui, gi, due));
-                }
-            }
-        }
-        best
+        self.schedule.next(self.client.is_open())
     }
 
     /// Make sure the connection is open; on failure, back off the whole endpoint.
@@ -452,12 +390,11 @@ impl Poller {
                 } else {
                     log::debug!("{}: connected", self.endpoint.describe());
                 }
-                self.connect_backoff.reset();
+                self.schedule.connected();
                 true
             }
             Err(e) => {
-                let delay = self.connect_backoff.next_delay();
-                self.next_connect = now + delay;
+                self.schedule.connect_failed(now);
                 let text = format!("cannot connect to {}: {e}", self.endpoint.describe());
                 if self.connect_problem.as_deref() != Some(text.as_str()) {
                     log::warn!(
@@ -684,11 +621,9 @@ impl Poller {
                 }
                 if io {
                     self.client.transport().close();
-                    self.next_connect = now + self.connect_backoff.next_delay();
+                    self.schedule.connect_failed(now);
                 }
-                let u = &mut self.units[ui];
-                let delay = u.backoff.next_delay();
-                u.resume_at = Some(Instant::now() + delay);
+                self.schedule.machine_failed(ui, Instant::now());
                 self.count_error(ui, e.kind(), &text);
                 self.set_online(ui, answered, Some(text));
             }
@@ -698,9 +633,8 @@ impl Poller {
             }
             None => {
                 self.consecutive_timeouts = 0;
+                self.schedule.machine_ok(ui);
                 let u = &mut self.units[ui];
-                u.backoff.reset();
-                u.resume_at = None;
                 let g = &u.groups[gi];
                 u.detector.emit(&g.measurements, now, ts_ms, &mut lines);
                 self.set_online(ui, true, None);
@@ -827,13 +761,7 @@ impl Poller {
     }
 
     fn advance(&mut self, ui: usize, gi: usize, now: Instant) {
-        let g = &mut self.units[ui].groups[gi];
-        g.next_due += g.interval;
-        if g.next_due <= now {
-            // Missed slots are skipped, keeping the schedule on its grid (no drift).
-            let behind = now.duration_since(g.next_due).as_nanos() / g.interval.as_nanos().max(1);
-            g.next_due += g.interval * (behind as u32 + 1);
-        }
+        self.schedule.advance(ui, gi, now);
     }
 
     fn send(&self, lines: Vec<String>) {
@@ -944,7 +872,7 @@ impl Poller {
         for ui in 0..self.units.len() {
             for gi in 0..self.units[ui].groups.len() {
                 let now = Instant::now();
-                self.next_connect = now;
+                self.schedule.connect_now(now);
                 self.poll_group(ui, gi, now);
             }
             self.units[ui]
@@ -964,6 +892,8 @@ fn value_json(v: &Value) -> serde_json::Value {
         Value::Str(s) => serde_json::Value::from(s.clone()),
     }
 }
+
+pub mod schedule;
 
 #[cfg(test)]
 mod tests;

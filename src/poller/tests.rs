@@ -105,18 +105,6 @@ fn machines_on_one_endpoint_share_it_and_groups_follow_their_intervals() {
 }
 
 #[test]
-fn the_schedule_skips_missed_slots_without_drifting() {
-    let cfg = two_machines();
-    let (mut p, _, _) = poller(&cfg, vec![]);
-    let t0 = p.units[0].groups[0].next_due;
-    p.advance(0, 0, t0);
-    assert_eq!(p.units[0].groups[0].next_due, t0 + Duration::from_secs(1));
-    // Polled 3.5 s late: the next slot is on the original 1 s grid, at t0 + 4 s.
-    p.advance(0, 0, t0 + Duration::from_millis(3500));
-    assert_eq!(p.units[0].groups[0].next_due, t0 + Duration::from_secs(4));
-}
-
-#[test]
 fn a_dead_unit_costs_one_timeout_then_backs_off_while_the_other_keeps_its_schedule() {
     let cfg = two_machines();
     let (mut p, log, st) = poller(&cfg, vec![2]);
@@ -137,7 +125,7 @@ fn a_dead_unit_costs_one_timeout_then_backs_off_while_the_other_keeps_its_schedu
     assert!(lock(&st[1]).errors.get("timeout").copied().unwrap_or(0) >= 1);
     // The dead unit is retried only after its backoff, so most requests go to the live one.
     assert!(alive > dead, "alive {alive}, dead {dead}: {asked:?}");
-    assert!(p.units[1].resume_at.is_some());
+    assert!(p.schedule.backing_off(1));
 }
 
 #[test]
