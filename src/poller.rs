@@ -12,9 +12,7 @@
 //! Commands from other threads (a batch to write, an outbox receipt) are taken on every loop
 //! turn, so a saturated endpoint, where a poll is always due, still handles them.
 
-use crate::batch::finish::FinishDetector;
-use crate::batch::writer::BatchWriter;
-use crate::batch::{self, Command, OutboxItem};
+use crate::batch::{Command, OutboxItem};
 use crate::change::Detector;
 use crate::clock::Clock;
 use crate::config::{Config, Endpoint, EndpointKind, Machine};
@@ -25,6 +23,7 @@ use crate::registers::plan::{self, ReadBlock};
 use crate::registers::{self, Value};
 use crate::status::{lock, unix_ms, Beat, MachineStatus};
 use crate::uploader::Batch;
+use batch::MachineBatch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
 use schedule::{Group, Schedule};
 use std::sync::{Arc, Mutex};
@@ -56,10 +55,7 @@ struct Unit {
     register_problem: Vec<Option<String>>,
     /// Index in `Config::machines`.
     index: usize,
-    finish: Option<FinishDetector>,
-    writer: Option<BatchWriter>,
-    /// When pending outbox items were last offered (they are offered again until stored).
-    offered_at: Option<Instant>,
+    batch: MachineBatch,
     /// The online state last written to InfluxDB, and when.
     state_written: Option<(Instant, bool)>,
     /// Registers shown as sparklines (temperature, level), and when the last sample was taken.
@@ -134,9 +130,7 @@ impl Poller {
                     register_problem: vec![None; m.registers.len()],
                     machine: m.clone(),
                     index,
-                    finish: None,
-                    writer: None,
-                    offered_at: None,
+                    batch: MachineBatch::off(index),
                     state_written: None,
                     spark: (
                         m.registers
@@ -184,41 +178,9 @@ impl Poller {
         commands: Receiver<Command>,
         outbox: Sender<OutboxItem>,
     ) -> Self {
-        let audit = config.state_dir.join("audit.jsonl");
         let endpoint = self.endpoint.describe();
         for u in &mut self.units {
-            let file = batch::state::file_name(&u.machine.name);
-            let name = u.machine.name.clone();
-            let refused = |what: &str, e: batch::state::Newer| {
-                log::error!("{name}: {what} off: {e}");
-            };
-            u.finish = u.machine.finish.clone().and_then(|f| {
-                FinishDetector::load(
-                    f,
-                    &u.machine.name,
-                    config.state_dir.join("finish").join(format!("{file}.json")),
-                )
-                .map_err(|e| refused("finish detection", e))
-                .ok()
-            });
-            u.writer = u.machine.batch_write.clone().and_then(|bw| {
-                let identity = bw
-                    .identity
-                    .map(|(r, v)| (u.machine.registers[r].clone(), v));
-                BatchWriter::load(
-                    bw,
-                    &u.machine.name,
-                    &endpoint,
-                    u.machine.unit_id,
-                    identity,
-                    config.shadow_mode,
-                    config.state_dir.join("batch").join(format!("{file}.json")),
-                    audit.clone(),
-                    self.clock.clone(),
-                )
-                .map_err(|e| refused("batch writing", e))
-                .ok()
-            });
+            u.batch = MachineBatch::load(config, &u.machine, u.index, &endpoint, &self.clock);
         }
         self.commands = commands;
         self.outbox = Some(outbox);
@@ -226,37 +188,17 @@ impl Poller {
     }
 
     fn handle(&mut self, cmd: Command) {
+        let machine = match &cmd {
+            Command::Write(order) => order.machine,
+            Command::NotListed { machine } | Command::Persisted { machine, .. } => *machine,
+        };
+        let Some(u) = self.units.iter_mut().find(|u| u.index == machine) else {
+            return;
+        };
         match cmd {
-            Command::Write(order) => {
-                if let Some(w) = self
-                    .units
-                    .iter_mut()
-                    .find(|u| u.index == order.machine)
-                    .and_then(|u| u.writer.as_mut())
-                {
-                    w.offer(order);
-                }
-            }
-            Command::NotListed { machine } => {
-                if let Some(w) = self
-                    .units
-                    .iter_mut()
-                    .find(|u| u.index == machine)
-                    .and_then(|u| u.writer.as_mut())
-                {
-                    w.not_listed();
-                }
-            }
-            Command::Persisted { machine, id } => {
-                if let Some(u) = self.units.iter_mut().find(|u| u.index == machine) {
-                    if let Some(f) = u.finish.as_mut() {
-                        f.persisted(&id);
-                    }
-                    if let Some(w) = u.writer.as_mut() {
-                        w.persisted(&id);
-                    }
-                }
-            }
+            Command::Write(order) => u.batch.offer(order),
+            Command::NotListed { .. } => u.batch.not_listed(),
+            Command::Persisted { id, .. } => u.batch.persisted(&id),
         }
     }
 
@@ -271,86 +213,22 @@ impl Poller {
         }
     }
 
-    /// After a successful poll: finish detection, pending outbox items, batch write-back.
+    /// After a successful poll: the machine's batch workflow (`batch`).
     fn batch_work(&mut self, ui: usize, gi: usize) {
-        let now = Instant::now();
-        let (time_ms, unsynced) = self.clock.stamp();
-        let mut items = Vec::new();
-        {
-            let u = &mut self.units[ui];
-            let index = u.index;
-            if let Some(f) = u.finish.as_mut() {
-                let reg = f.register();
-                let fresh = u.groups[gi]
-                    .measurements
-                    .contains(&u.machine.registers[reg].measurement);
-                let process = fresh
-                    .then(|| u.detector.latest(reg).and_then(Value::as_f64))
-                    .flatten()
-                    .map(|v| v.round() as i64);
-                let batch = f.batch_register().and_then(|b| match u.detector.latest(b) {
-                    Some(Value::Str(s)) => Some(s.clone()),
-                    _ => None,
-                });
-                if let Some(event) = f.observe(process, batch.as_deref(), time_ms, unsynced) {
-                    log::info!(
-                        "machine {}: batch `{}` finished (process code {})",
-                        u.machine.name,
-                        event.batch,
-                        event.code
-                    );
-                    u.offered_at = Some(now);
-                    items.push(OutboxItem::Finish {
-                        machine: index,
-                        event,
-                    });
-                }
-            }
-            // Offer again what the outbox has not confirmed storing (every 10 s).
-            if u.offered_at
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-            {
-                let mut offered = false;
-                if let Some(e) = u.finish.as_ref().and_then(|f| f.state().pending.clone()) {
-                    items.push(OutboxItem::Finish {
-                        machine: index,
-                        event: e,
-                    });
-                    offered = true;
-                }
-                if let Some(c) = u.writer.as_ref().and_then(|w| w.owed_confirmation()) {
-                    items.push(OutboxItem::Confirm {
-                        machine: index,
-                        confirmation: c,
-                    });
-                    offered = true;
-                }
-                if offered {
-                    u.offered_at = Some(now);
-                }
-            }
-        }
-        let has_work = self.units[ui].writer.as_ref().is_some_and(|w| w.has_work());
-        if has_work && self.client.is_open() {
-            let index = self.units[ui].index;
-            let before = self.units[ui]
-                .writer
-                .as_ref()
-                .and_then(|w| w.owed_confirmation());
-            let owed = self.units[ui]
-                .writer
-                .as_mut()
-                .and_then(|w| w.step(&mut self.client));
-            if let Some(c) = owed {
-                if before.as_ref() != Some(&c) {
-                    self.units[ui].offered_at = Some(now);
-                    items.push(OutboxItem::Confirm {
-                        machine: index,
-                        confirmation: c,
-                    });
-                }
-            }
-        }
+        let u = &mut self.units[ui];
+        let client = if self.client.is_open() {
+            Some(&mut self.client)
+        } else {
+            None
+        };
+        let items = u.batch.after_poll(
+            &u.machine,
+            &u.detector,
+            &u.groups[gi].measurements,
+            client,
+            &self.clock,
+            Instant::now(),
+        );
         for item in items {
             self.to_outbox(item);
         }
@@ -893,6 +771,7 @@ fn value_json(v: &Value) -> serde_json::Value {
     }
 }
 
+pub mod batch;
 pub mod schedule;
 
 #[cfg(test)]
