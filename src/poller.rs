@@ -21,7 +21,8 @@ use crate::modbus::transport::{TcpTransport, Transport, TransportError};
 use crate::modbus::{Client, ModbusError};
 use crate::registers::plan::{self, ReadBlock};
 use crate::registers::{self, Value};
-use crate::status::{lock, unix_ms, Beat, MachineStatus};
+use crate::status::machine::{MachineEntry, Polled};
+use crate::status::{unix_ms, Beat, MachineStatus};
 use crate::uploader::Batch;
 use batch::MachineBatch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
@@ -49,7 +50,7 @@ struct Unit {
     /// The connection (`Poller::connections`) they were last read on.
     once_read_on: Option<u64>,
     detector: Detector,
-    status: Arc<Mutex<MachineStatus>>,
+    entry: MachineEntry,
     online: Option<bool>,
     /// Per register: the problem it has now, so each change is logged once.
     register_problem: Vec<Option<String>>,
@@ -58,9 +59,6 @@ struct Unit {
     batch: MachineBatch,
     /// The online state last written to InfluxDB, and when.
     state_written: Option<(Instant, bool)>,
-    /// Registers shown as sparklines (temperature, level), and when the last sample was taken.
-    spark: (Option<usize>, Option<usize>),
-    spark_at: Option<Instant>,
 }
 
 pub struct Poller {
@@ -113,35 +111,18 @@ impl Poller {
             .zip(statuses)
             .enumerate()
             .filter(|(_, (m, _))| m.endpoint == endpoint_index)
-            .map(|(index, (m, st))| {
-                {
-                    let mut s = lock(st);
-                    s.name = m.name.clone();
-                    s.endpoint = endpoint.describe();
-                    s.unit_id = m.unit_id;
-                }
-                Unit {
-                    groups: schedule::groups_for(m),
-                    once_blocks: schedule::once_blocks(m),
-                    once_read_on: None,
-                    detector: Detector::new(m, &config.tags, config.heartbeat),
-                    status: st.clone(),
-                    online: None,
-                    register_problem: vec![None; m.registers.len()],
-                    machine: m.clone(),
-                    index,
-                    batch: MachineBatch::off(index),
-                    state_written: None,
-                    spark: (
-                        m.registers
-                            .iter()
-                            .position(|r| r.name.to_ascii_lowercase().contains("temp")),
-                        m.registers
-                            .iter()
-                            .position(|r| r.name.to_ascii_lowercase().contains("level")),
-                    ),
-                    spark_at: None,
-                }
+            .map(|(index, (m, st))| Unit {
+                groups: schedule::groups_for(m),
+                once_blocks: schedule::once_blocks(m),
+                once_read_on: None,
+                detector: Detector::new(m, &config.tags, config.heartbeat),
+                entry: MachineEntry::new(st.clone(), m, &endpoint.describe()),
+                online: None,
+                register_problem: vec![None; m.registers.len()],
+                machine: m.clone(),
+                index,
+                batch: MachineBatch::off(index),
+                state_written: None,
             })
             .collect::<Vec<Unit>>();
         let schedule = Schedule::new(
@@ -293,7 +274,6 @@ impl Poller {
     /// Record the machine's online state; log only when it changes.
     fn set_online(&mut self, ui: usize, online: bool, error: Option<String>) {
         let u = &mut self.units[ui];
-        let mut st = lock(&u.status);
         if u.online != Some(online) {
             let who = format!(
                 "machine {} (unit {} on {})",
@@ -312,7 +292,7 @@ impl Poller {
             // A unit that went away may come back as another device (or new firmware).
             u.once_read_on = None;
         }
-        st.online = Some(online);
+        u.entry.online(online);
     }
 
     fn register_problem(&mut self, ui: usize, r: usize, problem: Option<String>) {
@@ -520,7 +500,17 @@ impl Poller {
             }
         }
         self.record_state(ui, now, ts_ms, &mut lines);
-        self.publish(ui, gi, answered, requests, latency, &lines, ts);
+        let u = &mut self.units[ui];
+        let poll = Polled {
+            fresh: &u.groups[gi].measurements,
+            answered,
+            requests,
+            latency,
+            points: lines.len(),
+            at: ts,
+        };
+        let detector = &u.detector;
+        u.entry.polled(&u.machine, poll, |r| detector.latest(r));
         if self.endpoint.close_after_poll {
             self.client.transport().close();
         }
@@ -542,75 +532,8 @@ impl Poller {
         }
     }
 
-    /// Update the machine's entry on the status board after a poll.
-    #[allow(clippy::too_many_arguments)]
-    fn publish(
-        &mut self,
-        ui: usize,
-        gi: usize,
-        answered: bool,
-        requests: u64,
-        latency: Duration,
-        lines: &[String],
-        ts: SystemTime,
-    ) {
-        let u = &mut self.units[ui];
-        let mut st = lock(&u.status);
-        st.polls += 1;
-        st.requests += requests;
-        st.last_latency_ms = latency.as_secs_f64() * 1000.0;
-        st.observe_latency(latency.as_secs_f64());
-        st.points += lines.len() as u64;
-        if !answered {
-            return;
-        }
-        st.last_ok_ms = Some(unix_ms(ts));
-        let g = &u.groups[gi];
-        for (r, reg) in u.machine.registers.iter().enumerate() {
-            if g.measurements.contains(&reg.measurement) {
-                let v = u
-                    .detector
-                    .latest(r)
-                    .map(value_json)
-                    .unwrap_or(serde_json::Value::Null);
-                // Replace in place: no key allocation per register per poll.
-                match st.values.get_mut(&reg.name) {
-                    Some(slot) => *slot = v,
-                    None => {
-                        st.values.insert(reg.name.clone(), v);
-                    }
-                }
-            }
-        }
-        if let Some(f) = &u.machine.finish {
-            st.process_code = u
-                .detector
-                .latest(f.register)
-                .and_then(Value::as_f64)
-                .map(|v| v.round() as i64);
-            if let Some(Value::Str(b)) = f.batch_register.and_then(|b| u.detector.latest(b)) {
-                st.batch = Some(b.clone());
-            }
-        }
-        let now = Instant::now();
-        if u.spark_at
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-        {
-            let get =
-                |i: Option<usize>| i.and_then(|i| u.detector.latest(i)).and_then(Value::as_f64);
-            st.history
-                .push_back((unix_ms(ts), get(u.spark.0), get(u.spark.1)));
-            while st.history.len() > crate::status::HISTORY_LEN {
-                st.history.pop_front();
-            }
-            u.spark_at = Some(now);
-        }
-    }
-
     fn count_error(&mut self, ui: usize, kind: &'static str, text: &str) {
-        let mut st = lock(&self.units[ui].status);
-        *st.errors.entry(kind).or_insert(0) += 1;
-        st.last_error = Some(text.to_string());
+        self.units[ui].entry.error(kind, text);
     }
 
     /// Decode a block's reply into the machine's registers.
@@ -725,21 +648,20 @@ impl Poller {
     /// One line per machine at a low rate, instead of a line per poll.
     fn summary(&self, last: &mut [(u64, u64)]) {
         for (u, last) in self.units.iter().zip(last.iter_mut()) {
-            let st = lock(&u.status);
-            let errors: u64 = st.errors.values().sum();
+            let (online, polls, errors) = u.entry.counts();
             log::info!(
                 "machine {}: {}; {} polls and {} errors in the last {} min",
                 u.machine.name,
-                match st.online {
+                match online {
                     Some(true) => "online",
                     Some(false) => "offline",
                     None => "not polled yet",
                 },
-                st.polls - last.0,
+                polls - last.0,
                 errors - last.1,
                 SUMMARY_EVERY.as_secs() / 60
             );
-            *last = (st.polls, errors);
+            *last = (polls, errors);
         }
     }
 
@@ -759,15 +681,6 @@ impl Poller {
         }
         self.client.transport().close();
         lines
-    }
-}
-
-fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Float(f) => serde_json::Value::from(*f),
-        Value::Int(i) => serde_json::Value::from(*i),
-        Value::Bool(b) => serde_json::Value::from(*b),
-        Value::Str(s) => serde_json::Value::from(s.clone()),
     }
 }
 

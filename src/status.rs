@@ -3,6 +3,8 @@
 //! the systemd watchdog) only look. There is no global: the board is created by the wiring
 //! function and handed to the threads that need it.
 
+pub mod machine;
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,6 +5,7 @@ use super::*;
 use crate::config;
 use crate::modbus::codec::{Framing, Request};
 use crate::simulate::{self, Bus, SimMachine};
+use crate::status::lock;
 use std::collections::BTreeMap;
 
 /// Answers through the simulator; units listed in `dead` never answer (a timeout).
