@@ -1,16 +1,22 @@
 //! The endpoint owner thread. One `Poller` per endpoint (a TCP HMI, a TCP-to-RTU gateway, a
-//! serial bus) owns its connection and schedules every machine (unit id) behind it by due time,
-//! so no two requests ever overlap on one connection and no lock is needed. Each machine's
-//! registers are grouped by poll interval (a *group*), each group pre-planned into read blocks.
+//! serial bus) owns its connection and polls every machine (unit id) behind it when its
+//! `schedule` says a group is due, so no two requests ever overlap on one connection and no
+//! lock is needed. After a poll that answered it runs the machine's `batch` part; it reports
+//! what each poll did to the machine's entry on the status board (`status::machine`).
+//!
+//! The loop is one closed `Event` type and one handler: a group due, a command from another
+//! thread (a batch to write, an outbox receipt), a wake for the watchdog, shutdown. It sleeps
+//! until the next due time or a command, and turns at least every `BEAT_EVERY` for the
+//! watchdog. Commands are taken before polls but at most `COMMANDS_PER_TURN` between two, so
+//! a saturated endpoint, where a poll is always due, still handles them.
 //!
 //! Failures: a connection that cannot be opened backs off (capped, jittered) for the whole
 //! endpoint; a machine that times out backs off alone, so a dead unit costs only its timeout;
 //! a block refused with exception 02 is split and the split kept; a register that cannot be
 //! read or decoded is skipped. Gateway exceptions: 0x0B (target failed to respond) is a timeout
 //! of that unit only (the link to the gateway is fine), 0x0A (path unavailable) takes the unit
-//! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each state change is logged once, not once per poll.
-//! Commands from other threads (a batch to write, an outbox receipt) are taken on every loop
-//! turn, so a saturated endpoint, where a poll is always due, still handles them.
+//! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each
+//! state change is logged once, not once per poll.
 
 use crate::batch::{Command, OutboxItem};
 use crate::change::Detector;
@@ -24,6 +30,7 @@ use crate::registers::{self, Value};
 use crate::status::machine::{MachineEntry, Polled};
 use crate::status::{unix_ms, Beat, MachineStatus};
 use crate::uploader::Batch;
+use crate::watchdog;
 use batch::MachineBatch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
 use schedule::{Group, Schedule};
@@ -37,6 +44,22 @@ const COMMANDS_PER_TURN: usize = 16;
 /// `BUSY_BACKOFF`, then twice that, ...; then it is lost for this poll.
 const BUSY_RETRIES: u32 = 3;
 const BUSY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest sleep between two turns of the loop when nothing is due: the watchdog calls a
+/// thread stuck after `watchdog::MIN_STUCK` without a turn.
+const BEAT_EVERY: Duration = Duration::from_millis(watchdog::MIN_STUCK.as_millis() as u64 / 2);
+
+/// What the loop waits for.
+enum Event {
+    /// A group of a machine (indices in `Poller::units` and its `groups`) is due.
+    Due(usize, usize),
+    /// A command from another thread (batch orders, outbox receipts).
+    Command(Command),
+    /// A wait ended with nothing to do: the next due time is not reached yet, or the loop
+    /// turns for the watchdog.
+    Wake,
+    Shutdown,
+}
 
 /// How often each machine's one-line summary is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -77,6 +100,8 @@ pub struct Poller {
     stamped: bool,
     heartbeat: Duration,
     commands: Receiver<Command>,
+    /// Commands taken since the last poll.
+    commands_in_turn: usize,
     outbox: Option<Sender<OutboxItem>>,
 }
 
@@ -147,6 +172,7 @@ impl Poller {
             stamped: true,
             heartbeat: config.heartbeat,
             commands: crossbeam_channel::never(),
+            commands_in_turn: 0,
             outbox: None,
         }
     }
@@ -168,7 +194,8 @@ impl Poller {
         self
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// A command from another thread: for the batch part of the machine it names.
+    fn command(&mut self, cmd: Command) {
         let machine = match &cmd {
             Command::Write(order) => order.machine,
             Command::NotListed { machine } | Command::Persisted { machine, .. } => *machine,
@@ -595,7 +622,7 @@ impl Poller {
         }
     }
 
-    /// The thread's loop: poll what is due, wait for the next due time or shutdown.
+    /// The thread's loop: wait for the next event, handle it, until shutdown.
     pub fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
         self.beat = Some(beat.clone());
         let mut summary_at = Instant::now() + SUMMARY_EVERY;
@@ -606,43 +633,63 @@ impl Poller {
                 summary_at += SUMMARY_EVERY;
                 self.summary(&mut last_counts);
             }
-            // Commands are taken on every turn: on a saturated endpoint a poll is always due
-            // and the wait below, which also takes them, is never reached. Bounded, so a
-            // flood of commands cannot stop polling.
-            for cmd in self
-                .commands
-                .try_iter()
-                .take(COMMANDS_PER_TURN)
-                .collect::<Vec<_>>()
-            {
-                self.handle(cmd);
+            match self.next_event(&shutdown) {
+                Event::Shutdown => break,
+                event => self.handle(event),
             }
-            let Some((ui, gi, due)) = self.next_due() else {
-                break;
-            };
-            let now = Instant::now();
-            if due > now {
-                let wait = (due - now).min(Duration::from_secs(1));
-                let commands = self.commands.clone();
-                select! {
-                    recv(shutdown) -> _ => break,
-                    recv(commands) -> cmd => {
-                        if let Ok(cmd) = cmd {
-                            self.handle(cmd);
-                        }
-                        continue;
-                    }
-                    default(wait) => continue,
-                }
-            }
-            if matches!(shutdown.try_recv(), Err(TryRecvError::Disconnected)) {
-                break;
-            }
-            let lines = self.poll_group(ui, gi, now);
-            self.advance(ui, gi, now);
-            self.send(lines);
         }
         self.client.transport().close();
+    }
+
+    /// Sleep until the next event: a command, or the next due time (at most `BEAT_EVERY`),
+    /// or shutdown. Commands come first but at most `COMMANDS_PER_TURN` between two polls:
+    /// on a saturated endpoint a poll is always due, and a flood of commands must not stop
+    /// polling either.
+    fn next_event(&mut self, shutdown: &Receiver<()>) -> Event {
+        if self.commands_in_turn < COMMANDS_PER_TURN {
+            if let Ok(cmd) = self.commands.try_recv() {
+                self.commands_in_turn += 1;
+                return Event::Command(cmd);
+            }
+        }
+        let now = Instant::now();
+        let wait = match self.next_due() {
+            Some((ui, gi, due)) if due <= now => {
+                if !matches!(shutdown.try_recv(), Err(TryRecvError::Empty)) {
+                    return Event::Shutdown;
+                }
+                self.commands_in_turn = 0;
+                return Event::Due(ui, gi);
+            }
+            Some((_, _, due)) => (due - now).min(BEAT_EVERY),
+            None => BEAT_EVERY,
+        };
+        select! {
+            recv(shutdown) -> _ => Event::Shutdown,
+            recv(self.commands) -> cmd => match cmd {
+                Ok(cmd) => Event::Command(cmd),
+                Err(_) => {
+                    // Every sender is gone: no more commands (and no busy loop on them).
+                    self.commands = crossbeam_channel::never();
+                    Event::Wake
+                }
+            },
+            default(wait) => Event::Wake,
+        }
+    }
+
+    /// The one handler of the loop's events (`Shutdown` ends the loop before it).
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Due(ui, gi) => {
+                let now = Instant::now();
+                let lines = self.poll_group(ui, gi, now);
+                self.advance(ui, gi, now);
+                self.send(lines);
+            }
+            Event::Command(cmd) => self.command(cmd),
+            Event::Wake | Event::Shutdown => {}
+        }
     }
 
     /// One line per machine at a low rate, instead of a line per poll.

@@ -176,3 +176,49 @@ fn a_read_once_register_is_read_per_connection_and_written_with_its_measurement(
     p.poll_group(ui, gi, due);
     assert_eq!(lock(&log).len(), 7);
 }
+
+#[test]
+fn the_loop_takes_commands_first_but_polls_between_floods_and_sleeps_until_due() {
+    let cfg = two_machines();
+    let (mut p, _, _) = poller(&cfg, vec![]);
+    let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(64);
+    p.commands = cmd_rx;
+    for _ in 0..COMMANDS_PER_TURN + 2 {
+        cmd_tx
+            .send(Command::NotListed { machine: 0 })
+            .expect("send");
+    }
+    let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+    let mut kinds = String::new();
+    for _ in 0..COMMANDS_PER_TURN + 6 {
+        let event = p.next_event(&stop);
+        kinds.push(match event {
+            Event::Command(_) => 'c',
+            Event::Due(..) => 'd',
+            Event::Wake => 'w',
+            Event::Shutdown => 's',
+        });
+        if let Event::Due(ui, gi) = event {
+            // Polled: the group's next slot is a second away.
+            p.advance(ui, gi, Instant::now());
+        }
+    }
+    // Both machines' two groups are due at the start: 16 commands, a poll, the last two
+    // commands, then the other three due groups.
+    assert_eq!(kinds, format!("{}dccddd", "c".repeat(COMMANDS_PER_TURN)));
+    // Nothing due for a second: the wait ends with the next due time, not before.
+    let started = Instant::now();
+    assert!(matches!(p.next_event(&stop), Event::Wake));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // A command wakes it at once.
+    cmd_tx
+        .send(Command::NotListed { machine: 0 })
+        .expect("send");
+    assert!(matches!(p.next_event(&stop), Event::Command(_)));
+    drop(stop_tx);
+    assert!(matches!(p.next_event(&stop), Event::Shutdown));
+}
