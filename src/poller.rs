@@ -18,7 +18,7 @@
 //! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each
 //! state change is logged once, not once per poll.
 
-use crate::batch::{Command, OutboxItem};
+use crate::batch::{Command, MachineId, OutboxItem};
 use crate::change::Detector;
 use crate::clock::Clock;
 use crate::config::{Config, Endpoint, EndpointKind, Machine};
@@ -77,8 +77,7 @@ struct Unit {
     online: Option<bool>,
     /// Per register: the problem it has now, so each change is logged once.
     register_problem: Vec<Option<String>>,
-    /// Index in `Config::machines`.
-    index: usize,
+    id: MachineId,
     batch: MachineBatch,
     /// The online state last written to InfluxDB, and when.
     state_written: Option<(Instant, bool)>,
@@ -145,8 +144,8 @@ impl Poller {
                 online: None,
                 register_problem: vec![None; m.registers.len()],
                 machine: m.clone(),
-                index,
-                batch: MachineBatch::off(index),
+                id: MachineId(index),
+                batch: MachineBatch::off(MachineId(index)),
                 state_written: None,
             })
             .collect::<Vec<Unit>>();
@@ -187,7 +186,7 @@ impl Poller {
     ) -> Self {
         let endpoint = self.endpoint.describe();
         for u in &mut self.units {
-            u.batch = MachineBatch::load(config, &u.machine, u.index, &endpoint, &self.clock);
+            u.batch = MachineBatch::load(config, &u.machine, u.id, &endpoint, &self.clock);
         }
         self.commands = commands;
         self.outbox = Some(outbox);
@@ -200,7 +199,7 @@ impl Poller {
             Command::Write(order) => order.machine,
             Command::NotListed { machine } | Command::Persisted { machine, .. } => *machine,
         };
-        let Some(u) = self.units.iter_mut().find(|u| u.index == machine) else {
+        let Some(u) = self.units.iter_mut().find(|u| u.id == machine) else {
             return;
         };
         match cmd {

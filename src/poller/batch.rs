@@ -6,7 +6,7 @@
 
 use crate::batch::finish::FinishDetector;
 use crate::batch::writer::BatchWriter;
-use crate::batch::{self, BatchOrder, OutboxItem};
+use crate::batch::{self, BatchOrder, MachineId, OutboxItem};
 use crate::change::Detector;
 use crate::clock::Clock;
 use crate::config::{Config, Machine, Measurement};
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 /// How often items the outbox has not confirmed storing are offered again.
 const OFFER_AGAIN: Duration = Duration::from_secs(10);
 
-/// The finish detector and batch writer of one machine (`index` in `Config::machines`).
+/// The finish detector and batch writer of one machine.
 pub struct MachineBatch {
-    index: usize,
+    id: MachineId,
     finish: Option<FinishDetector>,
     writer: Option<BatchWriter>,
     /// When pending outbox items were last offered (they are offered again until stored).
@@ -29,9 +29,9 @@ pub struct MachineBatch {
 
 impl MachineBatch {
     /// No batch workflow for this machine.
-    pub fn off(index: usize) -> Self {
+    pub fn off(id: MachineId) -> Self {
         MachineBatch {
-            index,
+            id,
             finish: None,
             writer: None,
             offered_at: None,
@@ -44,7 +44,7 @@ impl MachineBatch {
     pub fn load(
         config: &Config,
         machine: &Machine,
-        index: usize,
+        id: MachineId,
         endpoint: &str,
         clock: &Arc<Clock>,
     ) -> Self {
@@ -79,7 +79,7 @@ impl MachineBatch {
             .ok()
         });
         MachineBatch {
-            index,
+            id,
             finish,
             writer,
             offered_at: None,
@@ -123,7 +123,7 @@ impl MachineBatch {
         clock: &Clock,
         now: Instant,
     ) -> Vec<OutboxItem> {
-        let index = self.index;
+        let id = self.id;
         let mut items = Vec::new();
         if let Some(f) = self.finish.as_mut() {
             let (time_ms, unsynced) = clock.stamp();
@@ -145,10 +145,7 @@ impl MachineBatch {
                     event.code
                 );
                 self.offered_at = Some(now);
-                items.push(OutboxItem::Finish {
-                    machine: index,
-                    event,
-                });
+                items.push(OutboxItem::Finish { machine: id, event });
             }
         }
         // Offer again what the outbox has not confirmed storing.
@@ -159,14 +156,14 @@ impl MachineBatch {
             let mut offered = false;
             if let Some(e) = self.finish.as_ref().and_then(|f| f.state().pending.clone()) {
                 items.push(OutboxItem::Finish {
-                    machine: index,
+                    machine: id,
                     event: e,
                 });
                 offered = true;
             }
             if let Some(c) = self.writer.as_ref().and_then(|w| w.owed_confirmation()) {
                 items.push(OutboxItem::Confirm {
-                    machine: index,
+                    machine: id,
                     confirmation: c,
                 });
                 offered = true;
@@ -182,7 +179,7 @@ impl MachineBatch {
                     if before.as_ref() != Some(&c) {
                         self.offered_at = Some(now);
                         items.push(OutboxItem::Confirm {
-                            machine: index,
+                            machine: id,
                             confirmation: c,
                         });
                     }

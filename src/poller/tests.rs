@@ -2,6 +2,7 @@
 //! transport (the simulator's own request handler), so timing is in the test's hands.
 
 use super::*;
+use crate::batch::MachineId;
 use crate::config;
 use crate::modbus::codec::{Framing, Request};
 use crate::simulate::{self, Bus, SimMachine};
@@ -185,7 +186,9 @@ fn the_loop_takes_commands_first_but_polls_between_floods_and_sleeps_until_due()
     p.commands = cmd_rx;
     for _ in 0..COMMANDS_PER_TURN + 2 {
         cmd_tx
-            .send(Command::NotListed { machine: 0 })
+            .send(Command::NotListed {
+                machine: MachineId(0),
+            })
             .expect("send");
     }
     let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
@@ -216,7 +219,9 @@ fn the_loop_takes_commands_first_but_polls_between_floods_and_sleeps_until_due()
     );
     // A command wakes it at once.
     cmd_tx
-        .send(Command::NotListed { machine: 0 })
+        .send(Command::NotListed {
+            machine: MachineId(0),
+        })
         .expect("send");
     assert!(matches!(p.next_event(&stop), Event::Command(_)));
     drop(stop_tx);
