@@ -49,6 +49,9 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 /// thread stuck after `watchdog::MIN_STUCK` without a turn.
 const BEAT_EVERY: Duration = Duration::from_millis(watchdog::MIN_STUCK.as_millis() as u64 / 2);
 
+/// How often each machine's one-line summary is logged.
+const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// What the loop waits for.
 enum Event {
     /// A group of a machine (indices in `Poller::units` and its `groups`) is due.
@@ -60,9 +63,6 @@ enum Event {
     Wake,
     Shutdown,
 }
-
-/// How often each machine's one-line summary is logged.
-const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// One machine behind the endpoint.
 struct Unit {
