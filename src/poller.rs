@@ -64,6 +64,17 @@ enum Event {
     Shutdown,
 }
 
+/// What the requests of one poll came to.
+#[derive(Default)]
+struct Reads {
+    /// The machine answered at least one request (data or an exception of its own).
+    answered: bool,
+    /// What ended the poll early: a timeout, a broken connection, a gateway exception.
+    fatal: Option<ModbusError>,
+    /// The last garbled or misdirected reply.
+    last_problem: Option<String>,
+}
+
 /// One machine behind the endpoint.
 struct Unit {
     machine: Machine,
@@ -334,78 +345,61 @@ impl Poller {
         u.register_problem[r] = problem;
     }
 
-    /// Poll one group of one machine: every read block, decode, change detection. Returns the
-    /// lines produced.
-    fn poll_group(&mut self, ui: usize, gi: usize, now: Instant) -> Vec<String> {
-        let mut lines = Vec::new();
-        if !self.connect(now) {
-            let ts_ms = self.clock.now_ms();
-            self.stamped = ts_ms.is_some();
-            self.record_state(ui, now, ts_ms.unwrap_or(0), &mut lines);
-            return lines;
-        }
-        let ts = SystemTime::now();
-        // While the clock is not trusted, lines carry the placeholder timestamp 0 and the
-        // uploader stamps them later from the monotonic clock.
-        let ts_ms = self.clock.now_ms();
-        self.stamped = ts_ms.is_some();
-        let ts_ms = ts_ms.unwrap_or(0);
-        let started = Instant::now();
+    /// Read the machine's read-once registers (on a new connection, or after it was away).
+    fn read_once(&mut self, ui: usize, reads: &mut Reads) {
         let unit_id = self.units[ui].machine.unit_id;
-        let mut fatal: Option<ModbusError> = None;
-        let mut answered = false;
-        let mut last_problem: Option<String> = None;
-        let mut i = 0;
-        let mut busy = 0u32;
-        let requests_before = self.client.requests;
         let connection = self.connections;
-        if self.units[ui].once_read_on != Some(connection) {
-            let blocks = self.units[ui].once_blocks.clone();
-            let mut done = true;
-            for b in blocks {
-                match self.client.read(unit_id, b.kind, b.address, b.quantity) {
-                    Ok(reply) => {
-                        answered = true;
-                        self.apply(ui, &b, &reply);
-                    }
-                    Err(ModbusError::Exception(e)) => {
-                        answered = true;
-                        for &r in &b.members {
-                            self.register_problem(ui, r, Some(e.to_string()));
-                        }
-                    }
-                    Err(
-                        e @ ModbusError::Transport(
-                            TransportError::Timeout(_) | TransportError::Io(_),
-                        ),
-                    ) => {
-                        fatal = Some(e);
-                        done = false;
-                        break;
-                    }
-                    Err(e) => {
-                        self.count_error(ui, e.kind(), &e.to_string());
-                        done = false;
+        let blocks = self.units[ui].once_blocks.clone();
+        let mut done = true;
+        for b in blocks {
+            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
+                Ok(reply) => {
+                    reads.answered = true;
+                    self.apply(ui, &b, &reply);
+                }
+                Err(ModbusError::Exception(e)) => {
+                    reads.answered = true;
+                    for &r in &b.members {
+                        self.register_problem(ui, r, Some(e.to_string()));
                     }
                 }
-            }
-            if done {
-                self.units[ui].once_read_on = Some(connection);
+                Err(
+                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
+                ) => {
+                    reads.fatal = Some(e);
+                    done = false;
+                    break;
+                }
+                Err(e) => {
+                    self.count_error(ui, e.kind(), &e.to_string());
+                    done = false;
+                }
             }
         }
-        if fatal.is_none() && self.units[ui].groups[gi].blocks.is_empty() {
+        if done {
+            self.units[ui].once_read_on = Some(connection);
+        }
+    }
+
+    /// Read the group's blocks until one fails for good: a refused block is split, a busy
+    /// one asked again after a backoff.
+    fn read_group(&mut self, ui: usize, gi: usize, reads: &mut Reads) {
+        let unit_id = self.units[ui].machine.unit_id;
+        let mut i = 0;
+        let mut busy = 0u32;
+        if self.units[ui].groups[gi].blocks.is_empty() {
             // Only read-once registers in this group: nothing to ask, their values go out
             // with the group's points.
-            answered = true;
+            reads.answered = true;
         }
-        while fatal.is_none() && i < self.units[ui].groups[gi].blocks.len() {
+        while i < self.units[ui].groups[gi].blocks.len() {
             if i > 0 && !self.endpoint.request_pause.is_zero() {
                 std::thread::sleep(self.endpoint.request_pause);
             }
             let b = Arc::clone(&self.units[ui].groups[gi].blocks[i]);
             match self.client.read(unit_id, b.kind, b.address, b.quantity) {
                 Ok(reply) => {
-                    answered = true;
+                    reads.answered = true;
                     self.apply(ui, &b, &reply);
                 }
                 Err(ModbusError::Exception(e))
@@ -421,13 +415,13 @@ impl Poller {
                         ..
                     }),
                 ) => {
-                    fatal = Some(e);
+                    reads.fatal = Some(e);
                     break;
                 }
                 Err(ModbusError::Exception(e))
                     if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
                 {
-                    answered = true;
+                    reads.answered = true;
                     let u = &mut self.units[ui];
                     if let Some(pieces) = plan::split(&u.machine.registers, &b, &u.machine.limits) {
                         log::info!(
@@ -445,7 +439,7 @@ impl Poller {
                     }
                 }
                 Err(ModbusError::Exception(e)) => {
-                    answered = true;
+                    reads.answered = true;
                     self.count_error(ui, "exception", &e.to_string());
                     for &r in &b.members {
                         self.units[ui].detector.update(r, None);
@@ -455,7 +449,7 @@ impl Poller {
                 Err(
                     e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
                 ) => {
-                    fatal = Some(e);
+                    reads.fatal = Some(e);
                     break;
                 }
                 Err(e) => {
@@ -466,7 +460,7 @@ impl Poller {
                         self.units[ui].detector.update(r, None);
                     }
                     let tcp = self.client.framing_is_tcp();
-                    last_problem = Some(e.to_string());
+                    reads.last_problem = Some(e.to_string());
                     if tcp {
                         self.client.transport().close();
                         break;
@@ -476,14 +470,72 @@ impl Poller {
             i += 1;
             busy = 0;
         }
+    }
+
+    /// Poll one group of one machine: every read block, decode, change detection. Returns the
+    /// lines produced.
+    fn poll_group(&mut self, ui: usize, gi: usize, now: Instant) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.connect(now) {
+            let ts_ms = self.clock.now_ms();
+            self.stamped = ts_ms.is_some();
+            self.record_state(ui, now, ts_ms.unwrap_or(0), &mut lines);
+            return lines;
+        }
+        let ts = SystemTime::now();
+        // While the clock is not trusted, lines carry the placeholder timestamp 0 and the
+        // uploader stamps them later from the monotonic clock.
+        let ts_ms = self.clock.now_ms();
+        self.stamped = ts_ms.is_some();
+        let ts_ms = ts_ms.unwrap_or(0);
+        let started = Instant::now();
+        let requests_before = self.client.requests;
+        let mut reads = Reads::default();
+        if self.units[ui].once_read_on != Some(self.connections) {
+            self.read_once(ui, &mut reads);
+        }
+        if reads.fatal.is_none() {
+            self.read_group(ui, gi, &mut reads);
+        }
+        let answered = reads.answered;
         let latency = started.elapsed();
         let requests = self.client.requests - requests_before;
-        match fatal {
+        self.conclude(ui, gi, reads, now, ts_ms, &mut lines);
+        self.record_state(ui, now, ts_ms, &mut lines);
+        let u = &mut self.units[ui];
+        let poll = Polled {
+            fresh: &u.groups[gi].measurements,
+            answered,
+            requests,
+            latency,
+            points: lines.len(),
+            at: ts,
+        };
+        let detector = &u.detector;
+        u.entry.polled(&u.machine, poll, |r| detector.latest(r));
+        if self.endpoint.close_after_poll {
+            self.client.transport().close();
+        }
+        lines
+    }
+
+    /// After the requests: the machine's health (online, backoff, reconnect after a dead
+    /// link) and, when it answered, its lines and batch workflow.
+    fn conclude(
+        &mut self,
+        ui: usize,
+        gi: usize,
+        reads: Reads,
+        now: Instant,
+        ts_ms: i64,
+        lines: &mut Vec<String>,
+    ) {
+        match reads.fatal {
             Some(e) => {
                 let timeout = matches!(&e, ModbusError::Transport(TransportError::Timeout(_)));
                 let io = matches!(&e, ModbusError::Transport(TransportError::Io(_)));
                 let mut text = e.to_string();
-                let mut answered = answered;
+                let mut answered = reads.answered;
                 if let ModbusError::Exception(x) = &e {
                     answered = false;
                     // The gateway answered: the link is alive, only the unit behind it is not.
@@ -511,36 +563,20 @@ impl Poller {
                 self.count_error(ui, e.kind(), &text);
                 self.set_online(ui, answered, Some(text));
             }
-            None if !answered => {
+            None if !reads.answered => {
                 // Only garbled replies: the machine (or the bus) is there but gives no data.
-                self.set_online(ui, false, last_problem);
+                self.set_online(ui, false, reads.last_problem);
             }
             None => {
                 self.consecutive_timeouts = 0;
                 self.schedule.machine_ok(ui);
                 let u = &mut self.units[ui];
                 let g = &u.groups[gi];
-                u.detector.emit(&g.measurements, now, ts_ms, &mut lines);
+                u.detector.emit(&g.measurements, now, ts_ms, lines);
                 self.set_online(ui, true, None);
                 self.batch_work(ui, gi);
             }
         }
-        self.record_state(ui, now, ts_ms, &mut lines);
-        let u = &mut self.units[ui];
-        let poll = Polled {
-            fresh: &u.groups[gi].measurements,
-            answered,
-            requests,
-            latency,
-            points: lines.len(),
-            at: ts,
-        };
-        let detector = &u.detector;
-        u.entry.polled(&u.machine, poll, |r| detector.latest(r));
-        if self.endpoint.close_after_poll {
-            self.client.transport().close();
-        }
-        lines
     }
 
     /// Write the machine's online state to InfluxDB on change and with the heartbeat.
