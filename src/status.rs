@@ -1,7 +1,8 @@
 //! The shared status snapshot and thread liveness. Each thread owns and updates its own entry
 //! (a poller its machines, the uploader its own); readers (the status page, `demo`'s summary,
 //! the systemd watchdog) only look. There is no global: the board is created by the wiring
-//! function and handed to the threads that need it.
+//! function and handed to the threads that need it. A poller writes its machines' entries
+//! through `machine::MachineEntry`, from the facts of each poll.
 
 pub mod machine;
 
