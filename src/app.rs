@@ -204,7 +204,8 @@ pub fn journal_options() -> Option<JournalOptions> {
 pub fn uploader_settings(config: &Config) -> Settings {
     let (max, flush) = config
         .influx
-        .as_ref()
+        .configured()
+        .ok()
         .map(|i| (i.max_points_per_write, i.flush_interval))
         .unwrap_or((5000, Duration::from_secs(1)));
     Settings {

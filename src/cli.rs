@@ -5,7 +5,7 @@
 
 use crate::app;
 use crate::clock::Clock;
-use crate::config::{self, Config, EndpointKind, InfluxApi, Measurement};
+use crate::config::{self, Config, EndpointKind, InfluxApi, InfluxSetting, Measurement};
 use crate::poller::{transport_for, Poller};
 use crate::simulate;
 use crate::status::lock;
@@ -370,13 +370,7 @@ impl Generation {
 
 /// Start every thread for `config` (which has an InfluxDB).
 fn start_generation(config: &Config) -> Result<Generation, String> {
-    let influx = config.influx.as_ref().ok_or_else(|| {
-        config
-            .influx_problem
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default()
-    })?;
+    let influx = config.influx.configured().map_err(|p| p.to_string())?;
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         log::warn!(
             "state directory {} is not usable: {e}",
@@ -507,12 +501,7 @@ fn restart_last_good(config: &Config) -> Result<Generation, String> {
 
 fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let mut config = load(cli)?;
-    if config.influx.is_none() {
-        let problem = config
-            .influx_problem
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
+    if let Err(problem) = config.influx.configured() {
         eprintln!(
             "configuration error in {}:\n  {problem}",
             cli.config.display()
@@ -558,13 +547,14 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         // SIGHUP: reload. A config that fails validation is refused; the last good one runs on.
         log::info!("SIGHUP: reloading {}", cli.config.display());
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-        let refused = match load_config(cli) {
-            Err(e) => Some(e.to_string().replace('\n', "; ")),
-            Ok(new) if new.influx.is_none() => Some(
-                new.influx_problem
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-            ),
+        let loaded = load_config(cli)
+            .map_err(|e| e.to_string().replace('\n', "; "))
+            .and_then(|new| match new.influx.configured() {
+                Ok(_) => Ok(new),
+                Err(p) => Err(p.to_string()),
+            });
+        let refused = match loaded {
+            Err(e) => Some(e),
             Ok(new) => {
                 generation.stop();
                 match start_generation(&new) {
@@ -669,8 +659,8 @@ pub fn summary(path: &Path, c: &Config) -> String {
             let _ = writeln!(o, "status page: off");
         }
     }
-    match (&c.influx, &c.influx_problem) {
-        (Some(i), _) => {
+    match &c.influx {
+        InfluxSetting::Configured(i) => {
             let api = match &i.api {
                 InfluxApi::V2 { org, bucket, token } => {
                     format!("v2 API, org {org}, bucket {bucket}, token {token}")
@@ -687,13 +677,12 @@ pub fn summary(path: &Path, c: &Config) -> String {
             };
             let _ = writeln!(o, "influxdb: {} ({api})", crate::http::redact_url(&i.url));
         }
-        (None, Some(p)) => {
+        InfluxSetting::Missing(p) => {
             let _ = writeln!(
                 o,
                 "influxdb: not configured ({p}); `run` will refuse to start"
             );
         }
-        (None, None) => {}
     }
     let _ = writeln!(o, "values that the environment can set:");
     for p in &c.provenance {

@@ -183,7 +183,7 @@ fn https_verifies_the_server_and_trusts_a_configured_plant_ca() {
     };
     // Without the plant CA the self-signed chain is refused: no data is sent, it will retry.
     let c = cfg(None);
-    let mut sink = InfluxSink::new(c.influx.as_ref().expect("influx"), c.tls_ca.as_deref());
+    let mut sink = InfluxSink::new(c.influx.configured().expect("influx"), c.tls_ca.as_deref());
     let o = sink.write("m v=1i 1");
     assert!(
         matches!(&o, Outcome::Retry { reason, .. } if reason.to_lowercase().contains("certificate") || reason.to_lowercase().contains("issuer")),
@@ -191,7 +191,7 @@ fn https_verifies_the_server_and_trusts_a_configured_plant_ca() {
     );
     // With it, the write goes through.
     let c = cfg(Some(&ca));
-    let mut sink = InfluxSink::new(c.influx.as_ref().expect("influx"), c.tls_ca.as_deref());
+    let mut sink = InfluxSink::new(c.influx.configured().expect("influx"), c.tls_ca.as_deref());
     assert_eq!(
         sink.write("m v=1i 1"),
         Outcome::Accepted,

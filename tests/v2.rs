@@ -49,7 +49,7 @@ fn upload_with_timeout(
             journal: None,
         },
         Box::new(InfluxSink::new(
-            cfg.influx.as_ref().expect("influx"),
+            cfg.influx.configured().expect("influx"),
             cfg.tls_ca.as_deref(),
         )),
         Box::new(MemoryBuffer::new(100_000)),

@@ -326,6 +326,25 @@ pub struct Influx {
     pub fsync_window: Duration,
 }
 
+/// Where points go. No InfluxDB is not an error of the file (`once`, `check` and `demo` work
+/// without one), but `run` refuses to start without it: its settings are reached only through
+/// `configured`, which hands out the problem instead when there are none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InfluxSetting {
+    Configured(Influx),
+    /// Not configured (no URL): the problem `run` reports.
+    Missing(ConfigError),
+}
+
+impl InfluxSetting {
+    pub fn configured(&self) -> Result<&Influx, &ConfigError> {
+        match self {
+            InfluxSetting::Configured(i) => Ok(i),
+            InfluxSetting::Missing(problem) => Err(problem),
+        }
+    }
+}
+
 /// Where the status page listens, and the basic-auth login it requires (always on a
 /// non-loopback address).
 #[derive(Debug, Clone, PartialEq)]
@@ -377,9 +396,7 @@ pub struct Config {
     pub shadow_mode: bool,
     pub heartbeat: Duration,
     pub tags: Vec<(String, String)>,
-    /// `None` when no InfluxDB is configured: `run` refuses that, `once` and `demo` do not care.
-    pub influx: Option<Influx>,
-    pub influx_problem: Option<ConfigError>,
+    pub influx: InfluxSetting,
     pub clock: ClockSettings,
     /// The status page; `None`: off.
     pub status: Option<StatusPage>,

@@ -3,21 +3,16 @@
 
 use super::{mebibytes, validate_url, Check};
 use crate::config::raw::RawInflux;
-use crate::config::{ConfigError, Influx, InfluxApi};
+use crate::config::{ConfigError, Influx, InfluxApi, InfluxSetting};
 use std::time::Duration;
 
-pub(super) fn validate_influx(
-    c: &mut Check,
-    r: &RawInflux,
-) -> (Option<Influx>, Option<ConfigError>) {
+/// `Missing` without a URL (not an error of the file); a URL with wrong settings is an error.
+pub(super) fn validate_influx(c: &mut Check, r: &RawInflux) -> InfluxSetting {
     let Some(url) = r.url.as_deref().filter(|u| !u.is_empty()) else {
-        return (
-            None,
-            Some(ConfigError {
-                path: "$.influxdb.url".into(),
-                message: "missing (set it in the config or as INFLUX_URL)".into(),
-            }),
-        );
+        return InfluxSetting::Missing(ConfigError {
+            path: "$.influxdb.url".into(),
+            message: "missing (set it in the config or as INFLUX_URL)".into(),
+        });
     };
     validate_url(c, "$.influxdb.url", url);
     let version = match r.api.as_deref() {
@@ -35,11 +30,12 @@ pub(super) fn validate_influx(
     };
     let api = if version == 1 {
         let Some(database) = r.database.clone().filter(|d| !d.is_empty()) else {
-            c.err(
-                "$.influxdb.database",
-                "missing (the v1 API needs a database)",
-            );
-            return (None, None);
+            let problem = ConfigError {
+                path: "$.influxdb.database".into(),
+                message: "missing (the v1 API needs a database)".into(),
+            };
+            c.errors.push(problem.clone());
+            return InfluxSetting::Missing(problem);
         };
         InfluxApi::V1 {
             database,
@@ -107,5 +103,5 @@ pub(super) fn validate_influx(
             Duration::from_secs(1),
         ),
     };
-    (Some(influx), None)
+    InfluxSetting::Configured(influx)
 }

@@ -115,7 +115,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut c = Check::default();
     let heartbeat = c.secs("$.heartbeat_s", raw.heartbeat_s, DEFAULT_HEARTBEAT);
     let tags = c.tags("$.tags", &raw.tags);
-    let (influx, influx_problem) = influx::validate_influx(&mut c, &raw.influxdb);
+    let influx = influx::validate_influx(&mut c, &raw.influxdb);
     let api = api::validate_api(&mut c, &raw.api);
     let clock = clock::validate_clock(&mut c, &raw.clock);
     let status = status::validate_status(&mut c, &raw.status);
@@ -148,7 +148,6 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         heartbeat,
         tags,
         influx,
-        influx_problem,
         clock,
         status,
         tls_ca,
