@@ -73,6 +73,7 @@ pub fn start(
     buffer: Box<dyn Buffer>,
     settings: Settings,
     clock: Arc<Clock>,
+    ca: Option<&[ureq::tls::Certificate<'static>]>,
 ) -> std::io::Result<Running> {
     let board = Arc::new(Board {
         machines: config
@@ -124,7 +125,7 @@ pub fn start(
                 finish_body: config.api.finish_body.clone(),
                 confirm_body: config.api.confirm_body.clone(),
                 timeout: config.api.timeout,
-                ca: config.tls_ca.clone(),
+                ca: ca.map(<[_]>::to_vec),
                 shadow: config.shadow_mode,
                 audit: config.state_dir.join("audit.jsonl"),
                 clock: clock.clone(),
@@ -146,7 +147,7 @@ pub fn start(
         );
         let writable = config.machines.iter().any(|m| m.batch_write.is_some());
         if let (Some(url), true) = (config.api.strings_url.clone(), writable) {
-            let fetcher = Fetcher::new(config, url, command_txs.clone());
+            let fetcher = Fetcher::new(config, ca, url, command_txs.clone());
             let beat = liveness.register("api-strings");
             let shutdown = shutdown_rx.clone();
             others.push(

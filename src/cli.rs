@@ -5,7 +5,9 @@
 
 use crate::app;
 use crate::clock::Clock;
-use crate::config::{self, Config, EndpointKind, InfluxApi, InfluxSetting, Measurement};
+use crate::config::{
+    self, Config, ConfigError, EndpointKind, InfluxApi, InfluxSetting, Measurement,
+};
 use crate::poller::{transport_for, Poller};
 use crate::simulate;
 use crate::status::lock;
@@ -19,6 +21,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use ureq::tls::Certificate;
+
+/// The certificates trusted for https://; `None`: Mozilla's roots.
+type Roots = Option<Vec<Certificate<'static>>>;
 
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_CONFIG: i32 = 2;
@@ -368,8 +374,32 @@ impl Generation {
     }
 }
 
-/// Start every thread for `config` (which has an InfluxDB).
-fn start_generation(config: &Config) -> Result<Generation, String> {
+/// The certificates trusted for https:// (`None`: Mozilla's roots), read from `tls.ca_file`
+/// at start-up, where the HTTP clients are built (validation only checks the name). A file
+/// that cannot be read or holds no certificate is a configuration error at its JSON path.
+pub fn trusted_roots(config: &Config) -> Result<Roots, ConfigError> {
+    config
+        .tls_ca_file
+        .as_deref()
+        .map(crate::http::load_ca)
+        .transpose()
+        .map_err(|message| ConfigError {
+            path: "$.tls.ca_file".into(),
+            message,
+        })
+}
+
+/// What `run` needs beyond a valid config: an InfluxDB to write to, and the trusted roots.
+fn runnable(config: &Config) -> Result<Roots, ConfigError> {
+    config.influx.configured().map_err(Clone::clone)?;
+    trusted_roots(config)
+}
+
+/// Start every thread for `config` (which has an InfluxDB), trusting `ca` for https://.
+fn start_generation(
+    config: &Config,
+    ca: Option<&[Certificate<'static>]>,
+) -> Result<Generation, String> {
     let influx = config.influx.configured().map_err(|p| p.to_string())?;
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         log::warn!(
@@ -377,7 +407,7 @@ fn start_generation(config: &Config) -> Result<Generation, String> {
             config.state_dir.display()
         );
     }
-    let sink = InfluxSink::new(influx, config.tls_ca.as_deref());
+    let sink = InfluxSink::new(influx, ca);
     log::info!(
         "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}{}",
         env!("CARGO_PKG_VERSION"),
@@ -407,6 +437,7 @@ fn start_generation(config: &Config) -> Result<Generation, String> {
             ..app::uploader_settings(config)
         },
         clock,
+        ca,
     )
     .map_err(|e| format!("cannot start threads: {e}"))?;
     let (watchdog_stop, watchdog_rx) = bounded::<()>(0);
@@ -484,10 +515,13 @@ fn warn_legacy(login: &Option<crate::status_http::login::Login>) {
 
 /// Start the last good configuration again after a new one failed to start. Threads of the
 /// failed attempt may still be ending, so a few tries, a second apart.
-fn restart_last_good(config: &Config) -> Result<Generation, String> {
+fn restart_last_good(
+    config: &Config,
+    ca: Option<&[Certificate<'static>]>,
+) -> Result<Generation, String> {
     let mut tries = 0;
     loop {
-        match start_generation(config) {
+        match start_generation(config, ca) {
             Ok(g) => return Ok(g),
             Err(e) if tries >= 4 => return Err(e),
             Err(e) => {
@@ -501,15 +535,16 @@ fn restart_last_good(config: &Config) -> Result<Generation, String> {
 
 fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let mut config = load(cli)?;
-    if let Err(problem) = config.influx.configured() {
+    let mut ca = runnable(&config).map_err(|problem| {
         eprintln!(
             "configuration error in {}:\n  {problem}",
             cli.config.display()
         );
-        return Err(EXIT_CONFIG);
-    }
+        EXIT_CONFIG
+    })?;
     let sig = signals().map_err(runtime("cannot install signal handlers"))?;
-    let mut generation = start_generation(&config).map_err(runtime("cannot start"))?;
+    let mut generation =
+        start_generation(&config, ca.as_deref()).map_err(runtime("cannot start"))?;
     let shared = crate::status_http::Shared::new(generation.running.board.clone());
     let status = start_status(&config, &shared)?;
     // Only the page and the log use the slots; the thread is not watched by the watchdog (a
@@ -549,15 +584,15 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         let loaded = load_config(cli)
             .map_err(|e| e.to_string().replace('\n', "; "))
-            .and_then(|new| match new.influx.configured() {
-                Ok(_) => Ok(new),
+            .and_then(|new| match runnable(&new) {
+                Ok(new_ca) => Ok((new, new_ca)),
                 Err(p) => Err(p.to_string()),
             });
         let refused = match loaded {
             Err(e) => Some(e),
-            Ok(new) => {
+            Ok((new, new_ca)) => {
                 generation.stop();
-                match start_generation(&new) {
+                match start_generation(&new, new_ca.as_deref()) {
                     Ok(g) => {
                         generation = g;
                         *lock(&shared.board) = generation.running.board.clone();
@@ -565,12 +600,13 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
                         log::info!("configuration reloaded: {} machines", new.machines.len());
                         // The last good configuration, for the next reload that fails to start.
                         config = new;
+                        ca = new_ca;
                         None
                     }
                     Err(e) => {
                         log::error!("cannot start with the new configuration ({e}); restarting with the last good one");
-                        generation =
-                            restart_last_good(&config).map_err(runtime("cannot restart"))?;
+                        generation = restart_last_good(&config, ca.as_deref())
+                            .map_err(runtime("cannot restart"))?;
                         *lock(&shared.board) = generation.running.board.clone();
                         Some(e)
                     }
@@ -618,6 +654,13 @@ fn hash_password() -> Result<(), i32> {
 
 fn check(cli: &Cli) -> Result<(), i32> {
     let config = load(cli)?;
+    trusted_roots(&config).map_err(|problem| {
+        eprintln!(
+            "configuration error in {}:\n  {problem}",
+            cli.config.display()
+        );
+        EXIT_CONFIG
+    })?;
     print!("{}", summary(cli.config.as_path(), &config));
     Ok(())
 }
@@ -909,6 +952,8 @@ fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
         settings,
         // Simulated machines printed to the terminal: no clock synchronization to wait for.
         Arc::new(Clock::new(crate::clock::SyncCheck::Off)),
+        // The stand-in plant API is plain HTTP on loopback.
+        None,
     )
     .map_err(runtime("cannot start threads"))?;
     let status = start_status(

@@ -50,7 +50,7 @@ fn upload_with_timeout(
         },
         Box::new(InfluxSink::new(
             cfg.influx.configured().expect("influx"),
-            cfg.tls_ca.as_deref(),
+            None,
         )),
         Box::new(MemoryBuffer::new(100_000)),
         status.clone(),

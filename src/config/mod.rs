@@ -400,8 +400,9 @@ pub struct Config {
     pub clock: ClockSettings,
     /// The status page; `None`: off.
     pub status: Option<StatusPage>,
-    /// Trusted CAs for https:// URLs; `None`: Mozilla's roots.
-    pub tls_ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+    /// A PEM file of the CAs trusted for https:// URLs; `None`: Mozilla's roots. Only its
+    /// name is validated: it is read where the HTTP clients are built (`cli::trusted_roots`).
+    pub tls_ca_file: Option<PathBuf>,
     pub api: Api,
     pub endpoints: Vec<Endpoint>,
     pub machines: Vec<Machine>,

@@ -1229,6 +1229,20 @@ fn unused_endpoints_are_dropped_and_indices_follow() {
 }
 
 #[test]
+fn a_ca_file_is_only_named_by_validation() {
+    // The file is read where the HTTP clients are built (`cli::trusted_roots`), so one that is
+    // not there yet still validates; an empty name counts as not set.
+    let mut j = base();
+    j["tls"] = json!({"ca_file": "/nonexistent/plant-ca.pem"});
+    assert_eq!(
+        valid(&j).tls_ca_file,
+        Some(PathBuf::from("/nonexistent/plant-ca.pem"))
+    );
+    j["tls"] = json!({"ca_file": ""});
+    assert_eq!(valid(&j).tls_ca_file, None);
+}
+
+#[test]
 fn influx_settings() {
     let mut j = base();
     j["influxdb"] = json!({

@@ -3,6 +3,9 @@
 //! batch API), `status` (the status page), `clock`, `endpoint` (connections and serial
 //! settings), `machine` (a machine's profile, unit id, register map, intervals, read limits and
 //! triggers), `batch` (its finish and batch-write settings) and `register` (one register map).
+//!
+//! Validation reads no files: a path (`tls.ca_file`, `clock.sync_file`, `state_dir`) is checked
+//! for its shape only, and what it names is opened where it is used.
 
 mod api;
 mod batch;
@@ -119,16 +122,13 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let api = api::validate_api(&mut c, &raw.api);
     let clock = clock::validate_clock(&mut c, &raw.clock);
     let status = status::validate_status(&mut c, &raw.status);
-    let tls_ca = match raw.tls.ca_file.as_deref().filter(|f| !f.is_empty()) {
-        Some(f) => match crate::http::load_ca(std::path::Path::new(f)) {
-            Ok(certs) => Some(certs),
-            Err(m) => {
-                c.err("$.tls.ca_file", m);
-                None
-            }
-        },
-        None => None,
-    };
+    // An empty name counts as not set.
+    let tls_ca_file = raw
+        .tls
+        .ca_file
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
     let mut endpoints = endpoint::validate_endpoints(&mut c, &raw);
     for (name, p) in &raw.profiles {
         if let Some(regs) = &p.registers {
@@ -150,7 +150,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         influx,
         clock,
         status,
-        tls_ca,
+        tls_ca_file,
         api,
         endpoints,
         machines,
