@@ -15,50 +15,11 @@ pub(super) fn validate_influx(c: &mut Check, r: &RawInflux) -> InfluxSetting {
         });
     };
     validate_url(c, "$.influxdb.url", url);
-    let version = match r.api.as_deref() {
-        Some("v1") => 1,
-        Some("v2") => 2,
-        None if r.database.is_some() && r.bucket.is_none() => 1,
-        None => 2,
-        Some(other) => {
-            c.err(
-                "$.influxdb.api",
-                format!("unknown API `{other}` (expected `v1` or `v2`)"),
-            );
-            2
-        }
-    };
-    let api = if version == 1 {
-        let Some(database) = r.database.clone().filter(|d| !d.is_empty()) else {
-            let problem = ConfigError {
-                path: "$.influxdb.database".into(),
-                message: "missing (the v1 API needs a database)".into(),
-            };
+    let api = match influx_api(c, r) {
+        Ok(api) => api,
+        Err(problem) => {
             c.errors.push(problem.clone());
             return InfluxSetting::Missing(problem);
-        };
-        InfluxApi::V1 {
-            database,
-            username: r.username.clone(),
-            password: r.password.clone().unwrap_or_default(),
-        }
-    } else {
-        let mut need = |field: &str, v: &Option<String>, env: &str| match v {
-            Some(s) if !s.is_empty() => s.clone(),
-            _ => {
-                c.err(
-                    format!("$.influxdb.{field}"),
-                    format!("missing (the v2 API needs it; set it in the config or as {env})"),
-                );
-                String::new()
-            }
-        };
-        let org = need("org", &r.org, "INFLUX_ORG");
-        let bucket = need("bucket", &r.bucket, "INFLUX_BUCKET");
-        InfluxApi::V2 {
-            org,
-            bucket,
-            token: r.token.clone().unwrap_or_default(),
         }
     };
     let max_points_per_write = r.max_points_per_write.unwrap_or(5000);
@@ -104,4 +65,54 @@ pub(super) fn validate_influx(c: &mut Check, r: &RawInflux) -> InfluxSetting {
         ),
     };
     InfluxSetting::Configured(influx)
+}
+
+/// The write API and its credentials: `v1` with a database, `v2` with org and bucket (the
+/// default, unless only a database is given). A v1 API without a database is an error that
+/// leaves nothing to write to.
+fn influx_api(c: &mut Check, r: &RawInflux) -> Result<InfluxApi, ConfigError> {
+    let version = match r.api.as_deref() {
+        Some("v1") => 1,
+        Some("v2") => 2,
+        None if r.database.is_some() && r.bucket.is_none() => 1,
+        None => 2,
+        Some(other) => {
+            c.err(
+                "$.influxdb.api",
+                format!("unknown API `{other}` (expected `v1` or `v2`)"),
+            );
+            2
+        }
+    };
+    if version == 1 {
+        let Some(database) = r.database.clone().filter(|d| !d.is_empty()) else {
+            return Err(ConfigError {
+                path: "$.influxdb.database".into(),
+                message: "missing (the v1 API needs a database)".into(),
+            });
+        };
+        Ok(InfluxApi::V1 {
+            database,
+            username: r.username.clone(),
+            password: r.password.clone().unwrap_or_default(),
+        })
+    } else {
+        let mut need = |field: &str, v: &Option<String>, env: &str| match v {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => {
+                c.err(
+                    format!("$.influxdb.{field}"),
+                    format!("missing (the v2 API needs it; set it in the config or as {env})"),
+                );
+                String::new()
+            }
+        };
+        let org = need("org", &r.org, "INFLUX_ORG");
+        let bucket = need("bucket", &r.bucket, "INFLUX_BUCKET");
+        Ok(InfluxApi::V2 {
+            org,
+            bucket,
+            token: r.token.clone().unwrap_or_default(),
+        })
+    }
 }

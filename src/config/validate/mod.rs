@@ -5,7 +5,8 @@
 //! triggers), `batch` (its finish and batch-write settings) and `register` (one register map).
 //!
 //! Validation reads no files: a path (`tls.ca_file`, `clock.sync_file`, `state_dir`) is checked
-//! for its shape only, and what it names is opened where it is used.
+//! for its shape only, and what it names is opened where it is used. (The one look outside is
+//! `clock`'s `auto`, which asks whether timesyncd's run directory exists.)
 
 mod api;
 mod batch;
@@ -234,6 +235,7 @@ fn shared_state_file(
     }
 }
 
+/// An `http://` or `https://` URL (shown redacted in the message).
 fn validate_url(c: &mut Check, path: &str, url: &str) {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         c.err(
@@ -260,6 +262,7 @@ fn mebibytes(c: &mut Check, at: &str, v: Option<f64>, default: usize) -> usize {
     }
 }
 
+/// A string's byte order in each register: `high_first` (the default) or `low_first`.
 fn parse_string_order(c: &mut Check, path: &str, v: &Option<String>) -> StringOrder {
     match v.as_deref() {
         None | Some("high_first") => StringOrder::HighFirst,
