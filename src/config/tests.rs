@@ -1,5 +1,7 @@
 use super::*;
 use serde_json::{json, Value as Json};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 // =============================================================================================
