@@ -65,7 +65,10 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
             hold_max_bytes: 1 << 20,
             journal: None,
         },
-        Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)),
+        Box::new(InfluxSink::new(
+            cfg.influx.configured().expect("influx"),
+            None,
+        )),
         Box::new(sp),
         status.clone(),
         std::sync::Arc::new(dyeing_gateway::clock::Clock::new(

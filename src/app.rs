@@ -11,7 +11,7 @@ use crate::batch::fetch::Fetcher;
 use crate::batch::outbox::{self, Outbox};
 use crate::batch::{Command, OutboxItem};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::modbus::transport_for;
 use crate::poller::Poller;
 use crate::status::{lock, Board, Liveness, MachineStatus};
@@ -27,6 +27,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use ureq::tls::Certificate;
 
 /// Capacity of each endpoint's command channel (batch orders, outbox receipts). When full, the
 /// sender gives up after a second and offers again later (orders come every poll of the API).
@@ -137,6 +138,7 @@ pub fn start(
     buffer: Box<dyn Buffer>,
     settings: Settings,
     clock: Arc<Clock>,
+    ca: Option<&[ureq::tls::Certificate<'static>]>,
 ) -> std::io::Result<Running> {
     let board = Arc::new(Board {
         machines: config
@@ -194,7 +196,7 @@ pub fn start(
                 finish_body: config.api.finish_body.clone(),
                 confirm_body: config.api.confirm_body.clone(),
                 timeout: config.api.timeout,
-                ca: config.tls_ca.clone(),
+                ca: ca.map(<[_]>::to_vec),
                 shadow: config.shadow_mode,
                 audit: config.state_dir.join("audit.jsonl"),
                 clock: clock.clone(),
@@ -214,7 +216,7 @@ pub fn start(
         })?);
         let writable = config.machines.iter().any(|m| m.batch_write.is_some());
         if let (Some(url), true) = (config.api.strings_url.clone(), writable) {
-            let fetcher = Fetcher::new(config, url, command_txs.clone());
+            let fetcher = Fetcher::new(config, ca, url, command_txs.clone());
             let beat = liveness.register("api-strings");
             let shutdown = shutdown_rx.clone();
             others.push(spawn("api-strings", move || fetcher.run(shutdown, beat))?);
@@ -267,7 +269,8 @@ pub fn journal_options() -> Option<JournalOptions> {
 pub fn uploader_settings(config: &Config) -> Settings {
     let (max, flush) = config
         .influx
-        .as_ref()
+        .configured()
+        .ok()
         .map(|i| (i.max_points_per_write, i.flush_interval))
         .unwrap_or((5000, Duration::from_secs(1)));
     Settings {
@@ -346,22 +349,43 @@ impl Generation {
     }
 }
 
-/// Start every thread for `config` (which has an InfluxDB).
-fn start_generation(config: &Config) -> Result<Generation, String> {
-    let influx = config.influx.as_ref().ok_or_else(|| {
-        config
-            .influx_problem
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default()
-    })?;
+/// The certificates trusted for https://; `None`: Mozilla's roots.
+pub type Roots = Option<Vec<Certificate<'static>>>;
+
+/// The certificates trusted for https:// (`None`: Mozilla's roots), read from `tls.ca_file`
+/// at start-up, where the HTTP clients are built (validation only checks the name). A file
+/// that cannot be read or holds no certificate is a configuration error at its JSON path.
+pub fn trusted_roots(config: &Config) -> Result<Roots, ConfigError> {
+    config
+        .tls_ca_file
+        .as_deref()
+        .map(crate::http::load_ca)
+        .transpose()
+        .map_err(|message| ConfigError {
+            path: "$.tls.ca_file".into(),
+            message,
+        })
+}
+
+/// What `run` needs beyond a valid config: an InfluxDB to write to, and the trusted roots.
+pub fn runnable(config: &Config) -> Result<Roots, ConfigError> {
+    config.influx.configured().map_err(Clone::clone)?;
+    trusted_roots(config)
+}
+
+/// Start every thread for `config` (which has an InfluxDB), trusting `ca` for https://.
+fn start_generation(
+    config: &Config,
+    ca: Option<&[Certificate<'static>]>,
+) -> Result<Generation, String> {
+    let influx = config.influx.configured().map_err(|p| p.to_string())?;
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         log::warn!(
             "state directory {} is not usable: {e}",
             config.state_dir.display()
         );
     }
-    let sink = InfluxSink::new(influx, config.tls_ca.as_deref());
+    let sink = InfluxSink::new(influx, ca);
     log::info!(
         "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}{}",
         env!("CARGO_PKG_VERSION"),
@@ -391,6 +415,7 @@ fn start_generation(config: &Config) -> Result<Generation, String> {
             ..uploader_settings(config)
         },
         clock,
+        ca,
     )
     .map_err(|e| format!("cannot start threads: {e}"))?;
     let watchdog = match crate::watchdog::wanted() {
@@ -482,10 +507,13 @@ fn warn_legacy(login: &Option<crate::status_http::login::Login>) {
 
 /// Start the last good configuration again after a new one failed to start. Threads of the
 /// failed attempt may still be ending, so a few tries, a second apart.
-fn restart_last_good(config: &Config) -> Result<Generation, String> {
+fn restart_last_good(
+    config: &Config,
+    ca: Option<&[Certificate<'static>]>,
+) -> Result<Generation, String> {
     let mut tries = 0;
     loop {
-        match start_generation(config) {
+        match start_generation(config, ca) {
             Ok(g) => return Ok(g),
             Err(e) if tries >= 4 => return Err(e),
             Err(e) => {
@@ -497,19 +525,21 @@ fn restart_last_good(config: &Config) -> Result<Generation, String> {
     }
 }
 
-/// The daemon (`run`): start `config` (which has an InfluxDB), the status page and
+/// The daemon (`run`): start `config` (which has an InfluxDB; `ca` from `runnable`), the status page and
 /// `update-status`, tell systemd it is ready, and run until SIGTERM/SIGINT or `duration`
 /// seconds. A SIGHUP reloads through `reload` (`path` is the file named in the log): a config
 /// that fails validation or has no InfluxDB is refused, one that fails to start is replaced by
 /// the last good one again; the page keeps running and is handed the new board and login.
 pub fn run(
     mut config: Config,
+    mut ca: Roots,
     path: &Path,
     reload: &dyn Fn() -> Result<Config, ConfigErrors>,
     duration: Option<f64>,
 ) -> Result<(), StartError> {
     let sig = Signals::start().map_err(start_error("cannot install signal handlers"))?;
-    let mut generation = start_generation(&config).map_err(start_error("cannot start"))?;
+    let mut generation =
+        start_generation(&config, ca.as_deref()).map_err(start_error("cannot start"))?;
     let shared = crate::status_http::Shared::new(generation.running.board.clone());
     let status = start_status(&config, &shared)?;
     // Only the page and the log use the slots; the thread is not watched by the watchdog (a
@@ -558,16 +588,17 @@ pub fn run(
         // SIGHUP: reload. A config that fails validation is refused; the last good one runs on.
         log::info!("SIGHUP: reloading {}", path.display());
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-        let refused = match reload() {
-            Err(e) => Some(e.to_string().replace('\n', "; ")),
-            Ok(new) if new.influx.is_none() => Some(
-                new.influx_problem
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-            ),
-            Ok(new) => {
+        let loaded = reload()
+            .map_err(|e| e.to_string().replace('\n', "; "))
+            .and_then(|new| match runnable(&new) {
+                Ok(new_ca) => Ok((new, new_ca)),
+                Err(p) => Err(p.to_string()),
+            });
+        let refused = match loaded {
+            Err(e) => Some(e),
+            Ok((new, new_ca)) => {
                 generation.stop();
-                match start_generation(&new) {
+                match start_generation(&new, new_ca.as_deref()) {
                     Ok(g) => {
                         generation = g;
                         *lock(&shared.board) = generation.running.board.clone();
@@ -575,12 +606,13 @@ pub fn run(
                         log::info!("configuration reloaded: {} machines", new.machines.len());
                         // The last good configuration, for the next reload that fails to start.
                         config = new;
+                        ca = new_ca;
                         None
                     }
                     Err(e) => {
                         log::error!("cannot start with the new configuration ({e}); restarting with the last good one");
-                        generation =
-                            restart_last_good(&config).map_err(start_error("cannot restart"))?;
+                        generation = restart_last_good(&config, ca.as_deref())
+                            .map_err(start_error("cannot restart"))?;
                         *lock(&shared.board) = generation.running.board.clone();
                         Some(e)
                     }

@@ -3,7 +3,7 @@
 //! read blocks per poll, the write map (the only registers ever written), and the provenance
 //! of each value (secrets redacted, URLs without user info or query values).
 
-use crate::config::{self, Config, InfluxApi, Measurement};
+use crate::config::{self, Config, InfluxApi, InfluxSetting, Measurement};
 use crate::poller::schedule;
 use std::path::Path;
 
@@ -44,8 +44,8 @@ pub fn summary(path: &Path, c: &Config) -> String {
             let _ = writeln!(o, "status page: off");
         }
     }
-    match (&c.influx, &c.influx_problem) {
-        (Some(i), _) => {
+    match &c.influx {
+        InfluxSetting::Configured(i) => {
             let api = match &i.api {
                 InfluxApi::V2 { org, bucket, token } => {
                     format!("v2 API, org {org}, bucket {bucket}, token {token}")
@@ -62,13 +62,12 @@ pub fn summary(path: &Path, c: &Config) -> String {
             };
             let _ = writeln!(o, "influxdb: {} ({api})", crate::http::redact_url(&i.url));
         }
-        (None, Some(p)) => {
+        InfluxSetting::Missing(p) => {
             let _ = writeln!(
                 o,
                 "influxdb: not configured ({p}); `run` will refuse to start"
             );
         }
-        (None, None) => {}
     }
     let _ = writeln!(o, "values that the environment can set:");
     for p in &c.provenance {

@@ -265,7 +265,7 @@ pub fn main() -> i32 {
     crate::logging::init();
     let result = match &cli.command {
         Command::Run { duration } => run(&cli, *duration),
-        Command::Check => load(&cli).map(|c| print!("{}", crate::check::summary(&cli.config, &c))),
+        Command::Check => check(&cli),
         Command::Once => once(&cli),
         Command::Simulate {
             bind_host,
@@ -316,22 +316,31 @@ fn runtime<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> i32 + '_ {
 
 fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     let config = load(cli)?;
-    if config.influx.is_none() {
-        let problem = config
-            .influx_problem
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
+    let ca = app::runnable(&config).map_err(|problem| {
         eprintln!(
             "configuration error in {}:\n  {problem}",
             cli.config.display()
         );
-        return Err(EXIT_CONFIG);
-    }
-    app::run(config, &cli.config, &|| load_config(cli), duration).map_err(|e| {
+        EXIT_CONFIG
+    })?;
+    app::run(config, ca, &cli.config, &|| load_config(cli), duration).map_err(|e| {
         log::error!("{e}");
         EXIT_RUNTIME
     })
+}
+
+/// `check`: the summary of a valid config whose CA file (if any) can be read.
+fn check(cli: &Cli) -> Result<(), i32> {
+    let config = load(cli)?;
+    app::trusted_roots(&config).map_err(|problem| {
+        eprintln!(
+            "configuration error in {}:\n  {problem}",
+            cli.config.display()
+        );
+        EXIT_CONFIG
+    })?;
+    print!("{}", crate::check::summary(&cli.config, &config));
+    Ok(())
 }
 
 fn hash_password() -> Result<(), i32> {

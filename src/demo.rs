@@ -75,6 +75,8 @@ pub fn run(mut config: Config, duration: Option<f64>) -> Result<(), StartError> 
         settings,
         // Simulated machines printed to the terminal: no clock synchronization to wait for.
         Arc::new(Clock::new(crate::clock::SyncCheck::Off)),
+        // The stand-in plant API is plain HTTP on loopback.
+        None,
     )
     .map_err(start_error("cannot start threads"))?;
     let status = app::start_status(

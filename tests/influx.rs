@@ -185,7 +185,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
         .expect("parse"),
     )
     .expect("valid");
-    let influx_cfg = cfg.influx.clone().expect("influx");
+    let influx_cfg = cfg.influx.configured().expect("influx").clone();
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let rejected = dir.path().join("rejected.lp");
     let (up, http_worker) = Uploader::new(
@@ -257,7 +257,7 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
             .expect("parse"),
         )
         .expect("valid");
-        let influx_cfg = cfg.influx.clone().expect("influx");
+        let influx_cfg = cfg.influx.configured().expect("influx").clone();
         let (up, http_worker) = Uploader::new(
             Settings {
                 max_points_per_write: 1000,

@@ -22,7 +22,7 @@ fn sink(influx: &Influxd) -> InfluxSink {
         .expect("parse"),
     )
     .expect("valid");
-    InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)
+    InfluxSink::new(cfg.influx.configured().expect("influx"), None)
 }
 
 fn settings() -> Settings {

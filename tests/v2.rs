@@ -49,8 +49,8 @@ fn upload_with_timeout(
             journal: None,
         },
         Box::new(InfluxSink::new(
-            cfg.influx.as_ref().expect("influx"),
-            cfg.tls_ca.as_deref(),
+            cfg.influx.configured().expect("influx"),
+            None,
         )),
         Box::new(MemoryBuffer::new(100_000)),
         status.clone(),

@@ -147,9 +147,15 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(config: &Config, url: String, commands: Vec<Sender<Command>>) -> Fetcher {
+    /// `ca`: the trusted CAs for https:// (`None`: Mozilla's roots).
+    pub fn new(
+        config: &Config,
+        ca: Option<&[ureq::tls::Certificate<'static>]>,
+        url: String,
+        commands: Vec<Sender<Command>>,
+    ) -> Fetcher {
         Fetcher {
-            agent: crate::http::agent(config.api.timeout, config.tls_ca.as_deref()),
+            agent: crate::http::agent(config.api.timeout, ca),
             url,
             interval: config.api.poll_interval,
             fields: (
@@ -402,7 +408,7 @@ mod tests {
                 {"machine": "JET-01", "batch": "LOT-A", "id": 1}, {"machine": "JET-01", "batch": "LOT-B", "id": 2}]"#,
         );
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let mut f = Fetcher::new(&config, url, vec![tx]);
+        let mut f = Fetcher::new(&config, None, url, vec![tx]);
         for _ in 0..3 {
             let sent = f.fetch_once();
             let names: Vec<&str> = sent.iter().map(|o| o.name.as_str()).collect();
