@@ -27,11 +27,11 @@
 //! restart (its age is gone), it keeps the system's time and the log says so. The settled time
 //! is stored before the POST, so every retry sends the same body under the same key.
 
-use super::{rfc3339, Command, Confirmation, FinishEvent, OutboxItem};
+use super::{rfc3339, Command, Confirmation, FinishEvent, MachineId, OutboxItem};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::durable::{Log, LogOptions};
-use crate::status::Beat;
+use crate::status::{Beat, OutboxStatus};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -141,15 +141,6 @@ pub struct Settings {
     pub audit: PathBuf,
     pub clock: Arc<Clock>,
     pub clock_wait: Duration,
-}
-
-/// What the status page shows of the outbox.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OutboxStatus {
-    pub pending: usize,
-    pub delivered: u64,
-    pub set_aside: u64,
-    pub last_result: String,
 }
 
 pub struct Outbox {
@@ -473,9 +464,9 @@ impl Outbox {
     /// item that is safe; an item whose record could not be stored is left out (its poller
     /// keeps its pending copy), and so is every item of the group not yet synced then, because
     /// a failed append or sync takes back all records since the last sync.
-    pub fn add_group(&mut self, items: Vec<(usize, Payload)>) -> Vec<(usize, String)> {
+    pub fn add_group(&mut self, items: Vec<(MachineId, Payload)>) -> Vec<(MachineId, String)> {
         let mut safe = Vec::new();
-        let mut unsynced: Vec<(usize, String)> = Vec::new();
+        let mut unsynced: Vec<(MachineId, String)> = Vec::new();
         self.defer_sync = true;
         for (machine, payload) in items {
             let new = !self.entries.contains_key(payload.id());
@@ -506,7 +497,7 @@ impl Outbox {
     }
 
     /// Drop entries whose records were taken back.
-    fn forget(&mut self, items: &mut Vec<(usize, String)>) {
+    fn forget(&mut self, items: &mut Vec<(MachineId, String)>) {
         for (_, id) in items.drain(..) {
             self.entries.remove(&id);
         }
@@ -725,7 +716,7 @@ impl Outbox {
                             })
                             .collect();
                         for (machine, id) in self.add_group(items) {
-                            if let Some(tx) = reply.get(machine) {
+                            if let Some(tx) = reply.get(machine.0) {
                                 let _ = tx.send_timeout(Command::Persisted { machine, id }, Duration::from_secs(1));
                             }
                         }
@@ -925,11 +916,12 @@ mod tests {
         let (a, b) = (unsynced_finish(None), unsynced_finish(None));
         let again = a.clone();
         let ids: Vec<String> = [&a, &b].iter().map(|p| p.id().to_string()).collect();
-        let safe = o.add_group(vec![(0, a), (1, b), (0, again)]);
+        let (m0, m1) = (MachineId(0), MachineId(1));
+        let safe = o.add_group(vec![(m0, a), (m1, b), (m0, again)]);
         let mut want = vec![
-            (0, ids[0].clone()),
-            (1, ids[1].clone()),
-            (0, ids[0].clone()),
+            (m0, ids[0].clone()),
+            (m1, ids[1].clone()),
+            (m0, ids[0].clone()),
         ];
         let mut got = safe.clone();
         want.sort();
