@@ -55,7 +55,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
     let sp = spool(dir, Duration::from_secs(1));
     let total = sp.len();
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let up = Uploader::new(
+    let (up, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: 5000,
             flush_interval: Duration::from_millis(100),
@@ -75,6 +75,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
             dyeing_gateway::clock::SyncCheck::Off,
         )),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded(1);
     let live = Liveness::default();
     let beat = live.register("uploader");

@@ -17,14 +17,15 @@ use crate::batch::finish::FinishDetector;
 use crate::batch::writer::BatchWriter;
 use crate::batch::{self, Command, OutboxItem};
 use crate::change::Detector;
+use crate::clock::unix_ms;
 use crate::clock::Clock;
-use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
+use crate::config::{Config, Endpoint, Machine, Measurement};
 use crate::modbus::codec::{self, exception, Reply};
-use crate::modbus::transport::{TcpTransport, Transport, TransportError};
+use crate::modbus::transport::{Transport, TransportError};
 use crate::modbus::{Client, ModbusError};
 use crate::registers::plan::{self, ReadBlock};
 use crate::registers::{self, Value};
-use crate::status::{lock, unix_ms, Beat, MachineStatus};
+use crate::status::{lock, Beat, MachineStatus};
 use crate::uploader::Batch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -97,20 +98,6 @@ pub struct Poller {
     heartbeat: Duration,
     commands: Receiver<Command>,
     outbox: Option<Sender<OutboxItem>>,
-}
-
-/// Open the transport an endpoint asks for.
-pub fn transport_for(ep: &Endpoint) -> Box<dyn Transport> {
-    match &ep.kind {
-        EndpointKind::Tcp { host, port } => Box::new(TcpTransport::new(host, *port, ep.timeout)),
-        EndpointKind::RtuOverTcp { host, port } => Box::new(
-            crate::modbus::transport::RtuOverTcpTransport::new(host, *port, ep.timeout),
-        ),
-        EndpointKind::Rtu(s) => Box::new(crate::modbus::serial::SerialTransport::new(
-            s.clone(),
-            ep.timeout,
-        )),
-    }
 }
 
 fn groups_for(m: &Machine, start: Instant) -> Vec<Group> {
@@ -644,9 +631,8 @@ impl Poller {
                     for &r in &b.members {
                         self.units[ui].detector.update(r, None);
                     }
-                    let tcp = self.client.framing_is_tcp();
                     last_problem = Some(e.to_string());
-                    if tcp {
+                    if self.client.transport().close_after_bad_reply() {
                         self.client.transport().close();
                         break;
                     }
@@ -678,7 +664,8 @@ impl Poller {
                     self.consecutive_timeouts += 1;
                     // Several units timing out in a row: the link itself is dead (a half-open
                     // socket after a power cut); reconnect.
-                    if self.consecutive_timeouts >= 2 && self.client.framing_is_tcp() {
+                    let limit = self.client.transport().reconnect_after_timeouts();
+                    if limit.is_some_and(|n| self.consecutive_timeouts >= n) {
                         self.client.transport().close();
                     }
                 }

@@ -2,7 +2,7 @@
 //! certificates (a plant CA is trusted only when configured).
 
 use crate::util::*;
-use dyeing_gateway::cli::trusted_roots;
+use dyeing_gateway::app::trusted_roots;
 use dyeing_gateway::config;
 use dyeing_gateway::uploader::sink::{InfluxSink, Outcome, Sink};
 use serde_json::json;

@@ -38,7 +38,7 @@ fn upload_with_timeout(
     )
     .expect("valid");
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let up = Uploader::new(
+    let (up, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: batch,
             flush_interval: Duration::from_millis(50),
@@ -58,6 +58,7 @@ fn upload_with_timeout(
             dyeing_gateway::clock::SyncCheck::Off,
         )),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded(4);
     let live = Liveness::default();
     let beat = live.register("uploader");

@@ -15,6 +15,14 @@ mod validate;
 pub use env::{Provenance, Source};
 pub use load::{load, parse, Sources};
 pub use validate::validate_raw;
+// Types owned by the layers below, which validation builds: a register's `kind` is its Modbus
+// table; serial settings, endpoint kinds and spec limits are the Modbus layer's, data types,
+// word orders and read limits the decoder's and the read planner's.
+pub use crate::modbus::codec::Table as RegisterKind;
+pub use crate::modbus::serial::{Parity, Rs485, SerialSettings};
+pub use crate::modbus::EndpointKind;
+pub use crate::registers::plan::DeviceLimits;
+pub use crate::registers::{DataType, StringOrder, WordOrder};
 
 use crate::secret::Secret;
 use std::fmt;
@@ -25,69 +33,6 @@ use std::time::Duration;
 pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// Default heartbeat: an unchanged measurement is still written this often.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
-/// rmodbus accepts at most 123 registers in one TCP response buffer; the Modbus spec allows 125.
-pub const TCP_MAX_REGISTERS: u16 = 123;
-/// Modbus Application Protocol v1.1b, 6.1/6.3: at most 125 registers or 2000 bits per read.
-pub const SPEC_MAX_REGISTERS: u16 = 125;
-pub const SPEC_MAX_BITS: u16 = 2000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RegisterKind {
-    Coil,
-    DiscreteInput,
-    Holding,
-    Input,
-}
-
-impl RegisterKind {
-    pub fn is_bit(self) -> bool {
-        matches!(self, RegisterKind::Coil | RegisterKind::DiscreteInput)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RegisterKind::Coil => "coil",
-            RegisterKind::DiscreteInput => "discrete_input",
-            RegisterKind::Holding => "holding",
-            RegisterKind::Input => "input",
-        }
-    }
-}
-
-/// Order of the bytes of a multi-register value, `A` being the most significant byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WordOrder {
-    Abcd,
-    Cdab,
-    Badc,
-    Dcba,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StringOrder {
-    HighFirst,
-    LowFirst,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataType {
-    Bool,
-    /// One bit (0..=15) of a 16-bit register.
-    Bit(u8),
-    Int16,
-    UInt16,
-    Int32,
-    UInt32,
-    Int64,
-    UInt64,
-    Float32,
-    Float64,
-    /// `len` registers of two ASCII characters each.
-    Str {
-        len: u16,
-        order: StringOrder,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measurement {
     HighFrequency,
@@ -138,16 +83,33 @@ pub struct Register {
 impl Register {
     /// How many registers (or bits, for coils and discrete inputs) the value occupies.
     pub fn quantity(&self) -> u16 {
-        match self.data_type {
-            DataType::Bool | DataType::Bit(_) | DataType::Int16 | DataType::UInt16 => 1,
-            DataType::Int32 | DataType::UInt32 | DataType::Float32 => 2,
-            DataType::Int64 | DataType::UInt64 | DataType::Float64 => 4,
-            DataType::Str { len, .. } => len,
-        }
+        self.data_type.quantity()
     }
     /// Scaled values are always floats, so a scale change never changes the field's type.
     pub fn is_scaled(&self) -> bool {
         self.scale.is_some() || self.offset.is_some()
+    }
+}
+
+/// The decoder and the read planner see a register through `Field`.
+impl crate::registers::Field for Register {
+    fn table(&self) -> RegisterKind {
+        self.kind
+    }
+    fn address(&self) -> u16 {
+        self.address
+    }
+    fn data_type(&self) -> DataType {
+        self.data_type
+    }
+    fn order(&self) -> WordOrder {
+        self.order
+    }
+    fn scale(&self) -> Option<f64> {
+        self.scale
+    }
+    fn offset(&self) -> Option<f64> {
+        self.offset
     }
 }
 
@@ -214,15 +176,6 @@ impl BatchWrite {
     }
 }
 
-/// A device's limits for coalescing reads into read blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceLimits {
-    pub max_registers: u16,
-    pub max_bits: u16,
-    /// Largest run of unused registers (or bits) bridged inside one read block.
-    pub max_gap: u16,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     pub name: String,
@@ -237,41 +190,6 @@ pub struct Machine {
     pub triggers: Vec<Trigger>,
     pub finish: Option<Finish>,
     pub batch_write: Option<BatchWrite>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum EndpointKind {
-    Tcp { host: String, port: u16 },
-    RtuOverTcp { host: String, port: u16 },
-    Rtu(SerialSettings),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SerialSettings {
-    pub path: String,
-    pub baudrate: u32,
-    pub parity: Parity,
-    pub data_bits: u8,
-    pub stop_bits: u8,
-    /// Kernel RS-485 mode, set with the TIOCSRS485 ioctl when present.
-    pub rs485: Option<Rs485>,
-}
-
-/// Linux `struct serial_rs485` settings: RTS drives the transceiver's direction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rs485 {
-    pub rts_on_send: bool,
-    pub rts_after_send: bool,
-    pub delay_before_send_ms: u32,
-    pub delay_after_send_ms: u32,
-    pub rx_during_tx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -401,7 +319,7 @@ pub struct Config {
     /// The status page; `None`: off.
     pub status: Option<StatusPage>,
     /// A PEM file of the CAs trusted for https:// URLs; `None`: Mozilla's roots. Only its
-    /// name is validated: it is read where the HTTP clients are built (`cli::trusted_roots`).
+    /// name is validated: it is read where the HTTP clients are built (`app::trusted_roots`).
     pub tls_ca_file: Option<PathBuf>,
     pub api: Api,
     pub endpoints: Vec<Endpoint>,

@@ -19,6 +19,12 @@ impl Transport for InMemory {
     fn framing(&self) -> Framing {
         Framing::Tcp
     }
+    fn reconnect_after_timeouts(&self) -> Option<u32> {
+        Some(crate::modbus::transport::HALF_OPEN_TIMEOUTS)
+    }
+    fn close_after_bad_reply(&self) -> bool {
+        true
+    }
     fn is_open(&self) -> bool {
         self.open
     }

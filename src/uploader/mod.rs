@@ -2,7 +2,7 @@
 //! `Batch` over a bounded channel; the uploader thread appends them to its `Buffer` (memory,
 //! or the durable spool) and sends write requests of up to `max_points_per_write` lines when
 //! a full request is ready or the oldest line has waited `flush_interval`. The HTTP call runs
-//! on a worker thread (`influx-http`), so while a request hangs the uploader keeps taking
+//! on a worker (`HttpWorker`, on the `influx-http` thread that `app` spawns), so while a request hangs the uploader keeps taking
 //! points, spilling them to disk and checking in with the watchdog.
 //!
 //! Outcomes: 2xx acknowledged; 413 halves the request size; 401/403/404 keep the data and log
@@ -33,9 +33,10 @@ pub mod sink;
 pub mod spool;
 
 use crate::backoff::{retry_wait, Backoff};
+use crate::clock::unix_ms;
 use crate::clock::{wall_ms, Clock};
 use crate::lineproto::FieldType;
-use crate::status::{lock, unix_ms, Beat, UploaderStatus};
+use crate::status::{lock, Beat, UploaderStatus};
 use buffer::Buffer;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use journal::{Journal, JournalOptions, Replayed};
@@ -129,14 +130,34 @@ pub struct Uploader {
     held_left: u64,
 }
 
+/// The `influx-http` worker: makes the write requests the uploader hands it, one at a time, so
+/// a hanging server never stops the uploader's loop. The wiring function runs it on a thread
+/// of its own; it ends when the uploader drops its sender.
+pub struct HttpWorker {
+    sink: Box<dyn Sink>,
+    bodies: Receiver<String>,
+    outcomes: Sender<Outcome>,
+}
+
+impl HttpWorker {
+    pub fn run(mut self) {
+        for body in self.bodies {
+            if self.outcomes.send(self.sink.write(&body)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 impl Uploader {
+    /// The uploader and its HTTP worker, which the caller runs on a thread of its own.
     pub fn new(
         settings: Settings,
-        mut sink: Box<dyn Sink>,
+        sink: Box<dyn Sink>,
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,
         clock: Arc<Clock>,
-    ) -> Self {
+    ) -> (Self, HttpWorker) {
         {
             let mut st = lock(&status);
             st.sink = sink.describe();
@@ -145,21 +166,16 @@ impl Uploader {
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
         let (outcome_tx, outcomes) = bounded::<Outcome>(1);
-        // The worker ends when the uploader drops its sender.
-        let _ = std::thread::Builder::new()
-            .name("influx-http".into())
-            .spawn(move || {
-                for body in bodies {
-                    if outcome_tx.send(sink.write(&body)).is_err() {
-                        break;
-                    }
-                }
-            });
+        let worker = HttpWorker {
+            sink,
+            bodies,
+            outcomes: outcome_tx,
+        };
         let rejected = settings
             .rejected_file
             .clone()
             .map(|p| RejectedFile::new(p, rejected::MAX_BYTES));
-        Uploader {
+        let uploader = Uploader {
             settings,
             rejected,
             stored_types: HashMap::new(),
@@ -183,7 +199,8 @@ impl Uploader {
             journal: None,
             pushed: 0,
             held_left: 0,
-        }
+        };
+        (uploader, worker)
     }
 
     fn push(&mut self, batch: Batch) {
