@@ -29,9 +29,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ureq::tls::Certificate;
 
-/// The certificates trusted for https://; `None`: Mozilla's roots.
-pub type Roots = Option<Vec<Certificate<'static>>>;
-
 /// Capacity of each endpoint's command channel (batch orders, outbox receipts). When full, the
 /// sender gives up after a second and offers again later (orders come every poll of the API).
 pub const COMMAND_CHANNEL: usize = 64;
@@ -352,6 +349,9 @@ impl Generation {
     }
 }
 
+/// The certificates trusted for https://; `None`: Mozilla's roots.
+pub type Roots = Option<Vec<Certificate<'static>>>;
+
 /// The certificates trusted for https:// (`None`: Mozilla's roots), read from `tls.ca_file`
 /// at start-up, where the HTTP clients are built (validation only checks the name). A file
 /// that cannot be read or holds no certificate is a configuration error at its JSON path.
@@ -525,11 +525,10 @@ fn restart_last_good(
     }
 }
 
-/// The daemon (`run`): start `config` (which has an InfluxDB; `ca` its trusted roots, both
-/// from `runnable`), the status page and
+/// The daemon (`run`): start `config` (which has an InfluxDB; `ca` from `runnable`), the status page and
 /// `update-status`, tell systemd it is ready, and run until SIGTERM/SIGINT or `duration`
 /// seconds. A SIGHUP reloads through `reload` (`path` is the file named in the log): a config
-/// that fails validation, has no InfluxDB or an unreadable CA file is refused, one that fails to start is replaced by
+/// that fails validation or has no InfluxDB is refused, one that fails to start is replaced by
 /// the last good one again; the page keeps running and is handed the new board and login.
 pub fn run(
     mut config: Config,

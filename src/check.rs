@@ -3,13 +3,9 @@
 //! read blocks per poll, the write map (the only registers ever written), and the provenance
 //! of each value (secrets redacted, URLs without user info or query values).
 
-use crate::clock::Clock;
 use crate::config::{self, Config, InfluxApi, InfluxSetting, Measurement};
-use crate::modbus::transport_for;
-use crate::poller::Poller;
-use crossbeam_channel::bounded;
+use crate::poller::schedule;
 use std::path::Path;
-use std::sync::Arc;
 
 /// The `check` summary: what will be polled, written, and where each value came from.
 pub fn summary(path: &Path, c: &Config) -> String {
@@ -102,23 +98,11 @@ pub fn summary(path: &Path, c: &Config) -> String {
         );
     }
     let _ = writeln!(o, "machines:");
-    let (tx, _rx) = bounded(1);
     for (ei, e) in c.endpoints.iter().enumerate() {
-        let poller = Poller::new(
-            c,
-            ei,
-            transport_for(&e.kind, e.timeout),
-            &vec![Default::default(); c.machines.len()],
-            tx.clone(),
-            Arc::new(Clock::new(c.clock.check.clone())),
-        );
-        for (name, groups) in poller.plan_summary() {
-            let Some(m) = c.machines.iter().find(|m| m.name == name) else {
-                continue;
-            };
-            let groups: Vec<String> = groups
+        for m in c.machines.iter().filter(|m| m.endpoint == ei) {
+            let groups: Vec<String> = schedule::groups_for(m)
                 .iter()
-                .map(|(iv, n)| format!("{n} read block(s) every {:?}", iv))
+                .map(|g| format!("{} read block(s) every {:?}", g.blocks.len(), g.interval))
                 .collect();
             let _ = writeln!(
                 o,

@@ -329,7 +329,7 @@ fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
     })
 }
 
-/// `check`: the config is valid and its CA file readable (a configuration error otherwise).
+/// `check`: the summary of a valid config whose CA file (if any) can be read.
 fn check(cli: &Cli) -> Result<(), i32> {
     let config = load(cli)?;
     app::trusted_roots(&config).map_err(|problem| {

@@ -2,7 +2,10 @@
 //! its own entry (a poller its machines, the uploader and the outbox theirs; `update-status`
 //! its `UpdateStatus` cell); readers (the status page, `demo`'s summary, the systemd watchdog)
 //! only look. There is no global: the board is created by the wiring function and handed to
-//! the threads that need it.
+//! the threads that need it. A poller writes its machines' entries through
+//! `machine::MachineEntry`, from the facts of each poll.
+
+pub mod machine;
 
 use crate::clock::unix_ms;
 use serde::Serialize;

@@ -31,8 +31,9 @@ pub fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> 
     }
 }
 
-/// Threads wait at most about a second between loop turns; a thread is called stuck only
-/// after this long without one (or half the watchdog interval, if that is longer).
+/// Threads turn their loop at least every couple of seconds (a poller with nothing due every
+/// half of this); a thread is called stuck only after this long without a turn (or half the
+/// watchdog interval, if that is longer).
 pub const MIN_STUCK: Duration = Duration::from_secs(5);
 
 /// The watchdog loop: every `interval / 2`, `ping()` if no thread is older than `max_age`.

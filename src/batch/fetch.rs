@@ -7,7 +7,7 @@
 //! problem and skipped; nothing is written. A machine listed twice in one answer gets only
 //! its first entry that can be written.
 
-use super::{BatchOrder, Command};
+use super::{BatchOrder, Command, MachineId};
 use crate::config::{BatchWrite, Config};
 use crate::status::Beat;
 use crossbeam_channel::{select, Receiver, Sender};
@@ -266,7 +266,7 @@ impl Fetcher {
             }
             chosen.push((index, e.name.clone(), Vec::new()));
             let order = BatchOrder {
-                machine: index,
+                machine: MachineId(index),
                 name: e.name,
                 entry_id: e.id,
             };
@@ -297,7 +297,12 @@ impl Fetcher {
         // confirmation (a later listing of the same name is then a new batch: a re-dye).
         for &m in self.listed.difference(&listed) {
             if let Some(tx) = self.commands.get(self.owner[m]) {
-                let _ = tx.send_timeout(Command::NotListed { machine: m }, Duration::from_secs(1));
+                let _ = tx.send_timeout(
+                    Command::NotListed {
+                        machine: MachineId(m),
+                    },
+                    Duration::from_secs(1),
+                );
             }
         }
         self.listed = listed;

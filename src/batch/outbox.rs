@@ -656,7 +656,7 @@ impl Outbox {
                             OutboxItem::Confirm { machine, confirmation } => (machine, Payload::Confirm(confirmation)),
                         };
                         if let Some(id) = self.add(payload) {
-                            if let Some(tx) = reply.get(machine) {
+                            if let Some(tx) = reply.get(machine.0) {
                                 let _ = tx.send_timeout(Command::Persisted { machine, id }, Duration::from_secs(1));
                             }
                         }

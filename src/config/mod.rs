@@ -13,8 +13,6 @@ pub mod raw;
 mod validate;
 
 pub use env::{Provenance, Source};
-pub use load::{load, parse, Sources};
-pub use validate::validate_raw;
 // Types owned by the layers below, which validation builds: a register's `kind` is its Modbus
 // table; serial settings, endpoint kinds and spec limits are the Modbus layer's, data types,
 // word orders and read limits the decoder's and the read planner's.
@@ -23,6 +21,8 @@ pub use crate::modbus::serial::{Parity, Rs485, SerialSettings};
 pub use crate::modbus::EndpointKind;
 pub use crate::registers::plan::DeviceLimits;
 pub use crate::registers::{DataType, StringOrder, WordOrder};
+pub use load::{load, parse, Sources};
+pub use validate::validate_raw;
 
 use crate::secret::Secret;
 use std::fmt;
@@ -319,7 +319,7 @@ pub struct Config {
     /// The status page; `None`: off.
     pub status: Option<StatusPage>,
     /// A PEM file of the CAs trusted for https:// URLs; `None`: Mozilla's roots. Only its
-    /// name is validated: it is read where the HTTP clients are built (`app::trusted_roots`).
+    /// name is validated: it is read where the HTTP clients are built (`cli::trusted_roots`).
     pub tls_ca_file: Option<PathBuf>,
     pub api: Api,
     pub endpoints: Vec<Endpoint>,

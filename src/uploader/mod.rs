@@ -22,6 +22,10 @@
 //! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
 //! last flush and closing the buffer (the spool syncs what it holds).
 //!
+//! The thread waits in one place (`next_event`, one `select!`): for points, for the outcome
+//! of the request in flight, or for its timer (the next flush, the buffer's housekeeping, the
+//! watchdog beat); a write request's retries and bisection wait there too.
+//!
 //! With a crash journal (`journal`), every poll is journaled as it arrives and the journal is
 //! told after each loop turn how many points are settled (no longer only in this process's
 //! memory); at start, before any new point, what a crashed predecessor left is replayed.
@@ -88,6 +92,26 @@ fn batch_bytes(b: &Batch) -> usize {
 
 /// At most this many remembered field types and logged problems (then they start afresh).
 const REMEMBERED_MAX: usize = 1000;
+
+/// The longest wait without a watchdog beat (and without checking the clock).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// What wakes the uploader thread.
+enum Event {
+    /// A poll's lines, or `None` once every sender is gone.
+    Points(Option<Batch>),
+    /// The HTTP worker's answer to the request in flight.
+    Outcome(Outcome),
+    /// The timer: a flush, the buffer's housekeeping or a beat is due.
+    Timer,
+}
+
+fn worker_stopped() -> Outcome {
+    Outcome::Retry {
+        after: None,
+        reason: "the HTTP worker has stopped".into(),
+    }
+}
 
 /// Result of sending one prefix of the buffer.
 enum Sent {
@@ -545,63 +569,59 @@ impl Uploader {
         }
     }
 
-    /// Take in whatever arrives and keep the buffer's housekeeping going for up to `wait`.
-    fn service(&mut self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(b) = &self.beat {
-                b.check_in();
-            }
-            let now = Instant::now();
-            let mut until = deadline;
-            if let Some(t) = self.buffer.maintain() {
-                until = until.min(t);
-            }
-            let left = until.saturating_duration_since(now);
-            let Some(rx) = self.points.clone() else {
-                std::thread::sleep(left.min(Duration::from_millis(100)));
-                return;
-            };
-            select! {
-                recv(rx) -> msg => match msg {
-                    Ok(b) => {
-                        self.push(b);
-                        // Take what else is waiting (bounded, to keep beating): a poll is in
-                        // the crash journal only once taken, and while a request hangs this
-                        // runs only every 50 ms.
-                        for b in rx.try_iter().take(1024) {
-                            self.push(b);
-                        }
-                    }
-                    Err(_) => self.points = None,
-                },
-                default(left) => {}
-            }
-            if Instant::now() >= deadline {
-                return;
+    /// The one wait of the thread: for points, the HTTP worker's outcome (only while a
+    /// request is `in_flight`) or the timer, set to the earliest of `until`, the buffer's
+    /// next housekeeping and the next watchdog beat. The housekeeping runs and the beat is
+    /// given before each wait.
+    fn next_event(&mut self, until: Instant, in_flight: bool) -> Event {
+        if let Some(b) = &self.beat {
+            b.check_in();
+        }
+        let mut timer = until.min(Instant::now() + BEAT_EVERY);
+        if let Some(t) = self.buffer.maintain() {
+            timer = timer.min(t);
+        }
+        let points = self.points.clone().unwrap_or_else(crossbeam_channel::never);
+        let outcomes = if in_flight {
+            self.outcomes.clone()
+        } else {
+            crossbeam_channel::never()
+        };
+        select! {
+            recv(points) -> b => Event::Points(b.ok()),
+            recv(outcomes) -> o => Event::Outcome(o.unwrap_or_else(|_| worker_stopped())),
+            recv(crossbeam_channel::at(timer)) -> _ => Event::Timer,
+        }
+    }
+
+    /// Points from a poller, or `None` once every sender is gone.
+    fn points(&mut self, batch: Option<Batch>) {
+        let Some(b) = batch else {
+            self.points = None;
+            return;
+        };
+        self.push(b);
+        // Take what else is waiting (bounded, to keep beating): a poll is in the crash
+        // journal only once taken.
+        if let Some(rx) = self.points.clone() {
+            for b in rx.try_iter().take(1024) {
+                self.push(b);
             }
         }
     }
 
-    /// One HTTP call on the worker, servicing the channel and the buffer while it runs.
+    /// One HTTP call on the worker; points keep being taken and the buffer kept while it
+    /// runs.
     fn call(&mut self, body: String) -> Outcome {
         if self.http.send(body).is_err() {
-            return Outcome::Retry {
-                after: None,
-                reason: "the HTTP worker has stopped".into(),
-            };
+            return worker_stopped();
         }
         loop {
-            if let Ok(o) = self.outcomes.try_recv() {
-                return o;
-            }
-            let outcomes = self.outcomes.clone();
-            select! {
-                recv(outcomes) -> o => return o.unwrap_or(Outcome::Retry {
-                    after: None,
-                    reason: "the HTTP worker has stopped".into(),
-                }),
-                default(Duration::from_millis(50)) => self.service(Duration::ZERO),
+            let far = Instant::now() + BEAT_EVERY;
+            match self.next_event(far, true) {
+                Event::Outcome(o) => return o,
+                Event::Points(b) => self.points(b),
+                Event::Timer => {}
             }
         }
     }
@@ -727,12 +747,14 @@ impl Uploader {
             }
             self.release_held();
             let now = Instant::now();
-            let wait = self
+            let until = self
                 .next_flush()
-                .map(|t| t.saturating_duration_since(now))
-                .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(1));
-            self.service(wait);
+                .unwrap_or(now + BEAT_EVERY)
+                .min(now + BEAT_EVERY);
+            match self.next_event(until, false) {
+                Event::Points(b) => self.points(b),
+                Event::Outcome(_) | Event::Timer => {}
+            }
             if self.next_flush().is_some_and(|t| t <= Instant::now()) {
                 self.flush_once();
             }
