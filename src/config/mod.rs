@@ -24,7 +24,6 @@ pub use crate::registers::{DataType, StringOrder, WordOrder};
 pub use load::{load, parse, Sources};
 pub use validate::validate_raw;
 
-use crate::modbus::codec::{SPEC_MAX_BITS, SPEC_MAX_REGISTERS, TCP_MAX_REGISTERS};
 use crate::secret::Secret;
 use std::fmt;
 use std::path::PathBuf;

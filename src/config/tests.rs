@@ -1,4 +1,5 @@
 use super::*;
+use crate::modbus::codec::{SPEC_MAX_BITS, SPEC_MAX_REGISTERS, TCP_MAX_REGISTERS};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -1232,7 +1233,7 @@ fn unused_endpoints_are_dropped_and_indices_follow() {
 
 #[test]
 fn a_ca_file_is_only_named_by_validation() {
-    // The file is read where the HTTP clients are built (`cli::trusted_roots`), so one that is
+    // The file is read where the HTTP clients are built (`app::trusted_roots`), so one that is
     // not there yet still validates; an empty name counts as not set.
     let mut j = base();
     j["tls"] = json!({"ca_file": "/nonexistent/plant-ca.pem"});

@@ -11,8 +11,9 @@ use super::{batch, Check};
 use crate::config::raw::{RawConfig, RawMachine, RawProfile, RawRegister};
 use crate::config::{
     DataType, DeviceLimits, Edge, EndpointKind, Machine, Measurement, Register, Trigger,
-    DEFAULT_POLL, SPEC_MAX_BITS, SPEC_MAX_REGISTERS, TCP_MAX_REGISTERS,
+    DEFAULT_POLL,
 };
+use crate::modbus::codec::{SPEC_MAX_BITS, SPEC_MAX_REGISTERS, TCP_MAX_REGISTERS};
 use std::time::Duration;
 
 /// A machine being validated: its raw entry, its profile (empty without one) and its path.
