@@ -9,7 +9,8 @@
 
 use dyeing_gateway::config;
 use dyeing_gateway::modbus::serial::{char_time, t35};
-use dyeing_gateway::poller::{transport_for, Poller};
+use dyeing_gateway::modbus::transport_for;
+use dyeing_gateway::poller::Poller;
 use dyeing_gateway::simulate::{self, Bus, SimMachine};
 use dyeing_gateway::status::{Liveness, MachineStatus};
 use rmodbus::ModbusProto;
@@ -145,7 +146,7 @@ fn run(baud: u32, parity: &str, transactions: usize) {
     let poller = Poller::new(
         &cfg,
         0,
-        transport_for(&cfg.endpoints[0]),
+        transport_for(&cfg.endpoints[0].kind, cfg.endpoints[0].timeout),
         &st,
         tx,
         std::sync::Arc::new(dyeing_gateway::clock::Clock::new(

@@ -55,7 +55,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
     let sp = spool(dir, Duration::from_secs(1));
     let total = sp.len();
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let up = Uploader::new(
+    let (up, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: 5000,
             flush_interval: Duration::from_millis(100),
@@ -65,13 +65,17 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
             hold_max_bytes: 1 << 20,
             journal: None,
         },
-        Box::new(InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)),
+        Box::new(InfluxSink::new(
+            cfg.influx.configured().expect("influx"),
+            None,
+        )),
         Box::new(sp),
         status.clone(),
         std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
             dyeing_gateway::clock::SyncCheck::Off,
         )),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded(1);
     let live = Liveness::default();
     let beat = live.register("uploader");

@@ -66,7 +66,7 @@ fn main() {
         let p = dyeing_gateway::poller::Poller::new(
             &cfg,
             0,
-            dyeing_gateway::poller::transport_for(&cfg.endpoints[0]),
+            dyeing_gateway::modbus::transport_for(&cfg.endpoints[0].kind, cfg.endpoints[0].timeout),
             &vec![Default::default(); cfg.machines.len()],
             tx,
             std::sync::Arc::new(dyeing_gateway::clock::Clock::new(

@@ -1,24 +1,33 @@
-//! Wiring: the one function that spawns every thread of the gateway, with its name, moves into
-//! each only what it needs, keeps every handle, and joins them on shutdown. Shutdown order:
-//! the pollers stop first (dropping their senders), then the uploader drains the channel,
-//! makes its last flush and exits.
+//! Wiring: the one place that spawns threads of the gateway, each with its name, moves into
+//! each only what it needs, keeps every handle, and joins them on shutdown (as ChirpStack's
+//! `cmd/root.rs::run` does). `start` runs one configuration: pollers, uploader and its
+//! `influx-http` worker, outbox, `api-strings`; `run` is the daemon around it: the signal
+//! thread, a generation (`start` plus the watchdog) replaced on a SIGHUP reload, the status
+//! page and `update-status`. Shutdown order: the pollers stop first (dropping their senders),
+//! then the uploader drains the channel, makes its last flush and exits, and its worker after
+//! it.
 
 use crate::batch::fetch::Fetcher;
 use crate::batch::outbox::{self, Outbox};
 use crate::batch::{Command, OutboxItem};
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::poller::{transport_for, Poller};
-use crate::status::{Board, Liveness, MachineStatus};
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::modbus::transport_for;
+use crate::poller::Poller;
+use crate::status::{lock, Board, Liveness, MachineStatus};
 use crate::uploader::buffer::Buffer;
 use crate::uploader::journal::{self, JournalOptions};
-use crate::uploader::sink::Sink;
+use crate::uploader::sink::{InfluxSink, Sink};
+use crate::uploader::spool::{Spool, SpoolOptions};
 pub use crate::uploader::Settings;
 use crate::uploader::{Batch, Uploader};
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use ureq::tls::Certificate;
 
 /// Capacity of each endpoint's command channel (batch orders, outbox receipts). When full, the
 /// sender gives up after a second and offers again later (orders come every poll of the API).
@@ -30,6 +39,51 @@ pub const OUTBOX_CHANNEL: usize = 64;
 /// When it is full the pollers wait (backpressure) rather than drop points.
 pub const POINTS_CHANNEL: usize = 4096;
 
+/// How long shutdown waits for the `influx-http` worker once the uploader is gone: it ends as
+/// soon as its request does, and a request still hanging then (the uploader already gave up on
+/// it after `shutdown_grace`) is not waited for.
+pub const HTTP_WORKER_GRACE: Duration = Duration::from_secs(1);
+
+/// A thread that could not be started: the process exits with a runtime failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {cause}")]
+pub struct StartError {
+    pub what: &'static str,
+    pub cause: String,
+}
+
+pub fn start_error<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StartError {
+    move |e| StartError {
+        what,
+        cause: e.to_string(),
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
+}
+
+/// A thread that ends when its `stop` sender is dropped.
+struct Stoppable {
+    handle: JoinHandle<()>,
+    stop: Sender<()>,
+}
+
+impl Stoppable {
+    fn join(self) {
+        drop(self.stop);
+        if self.handle.join().is_err() {
+            log::error!("a thread panicked");
+        }
+    }
+}
+
+/// The `influx-http` worker's thread; `gone` disconnects when the thread ends.
+struct HttpThread {
+    handle: JoinHandle<()>,
+    gone: Receiver<()>,
+}
+
 pub struct Running {
     pub board: Arc<Board>,
     pub liveness: Arc<Liveness>,
@@ -38,6 +92,7 @@ pub struct Running {
     /// The outbox and the new-batches thread.
     others: Vec<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
+    influx_http: Option<HttpThread>,
 }
 
 impl Running {
@@ -58,6 +113,16 @@ impl Running {
                 log::error!("the uploader thread panicked");
             }
         }
+        if let Some(w) = self.influx_http.take() {
+            match w.gone.recv_timeout(HTTP_WORKER_GRACE) {
+                Err(RecvTimeoutError::Disconnected) => {
+                    if w.handle.join().is_err() {
+                        log::error!("the influx-http thread panicked");
+                    }
+                }
+                _ => log::warn!("influx-http: a write request is still open; not waiting for it"),
+            }
+        }
     }
 }
 
@@ -73,6 +138,7 @@ pub fn start(
     buffer: Box<dyn Buffer>,
     settings: Settings,
     clock: Arc<Clock>,
+    ca: Option<&[ureq::tls::Certificate<'static>]>,
 ) -> std::io::Result<Running> {
     let board = Arc::new(Board {
         machines: config
@@ -87,18 +153,24 @@ pub fn start(
     let (points_tx, points_rx) = bounded::<Batch>(POINTS_CHANNEL);
     let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
 
+    let (up, worker) = Uploader::new(
+        settings,
+        sink,
+        buffer,
+        board.uploader.clone(),
+        clock.clone(),
+    );
+    let (gone_tx, gone) = bounded::<()>(0);
+    let influx_http = HttpThread {
+        handle: spawn("influx-http", move || {
+            let _gone = gone_tx;
+            worker.run()
+        })?,
+        gone,
+    };
     let uploader = {
         let beat = liveness.register("uploader");
-        let up = Uploader::new(
-            settings,
-            sink,
-            buffer,
-            board.uploader.clone(),
-            clock.clone(),
-        );
-        std::thread::Builder::new()
-            .name("uploader".into())
-            .spawn(move || up.run(points_rx, beat))?
+        spawn("uploader", move || up.run(points_rx, beat))?
     };
     // The batch workflow: one command channel per endpoint owner, one outbox.
     let batch_on = config
@@ -124,7 +196,7 @@ pub fn start(
                 finish_body: config.api.finish_body.clone(),
                 confirm_body: config.api.confirm_body.clone(),
                 timeout: config.api.timeout,
-                ca: config.tls_ca.clone(),
+                ca: ca.map(<[_]>::to_vec),
                 shadow: config.shadow_mode,
                 audit: config.state_dir.join("audit.jsonl"),
                 clock: clock.clone(),
@@ -139,21 +211,15 @@ pub fn start(
             .collect();
         let beat = liveness.register("outbox");
         let shutdown = shutdown_rx.clone();
-        others.push(
-            std::thread::Builder::new()
-                .name("outbox".into())
-                .spawn(move || outbox.run(outbox_rx, replies, shutdown, beat))?,
-        );
+        others.push(spawn("outbox", move || {
+            outbox.run(outbox_rx, replies, shutdown, beat)
+        })?);
         let writable = config.machines.iter().any(|m| m.batch_write.is_some());
         if let (Some(url), true) = (config.api.strings_url.clone(), writable) {
-            let fetcher = Fetcher::new(config, url, command_txs.clone());
+            let fetcher = Fetcher::new(config, ca, url, command_txs.clone());
             let beat = liveness.register("api-strings");
             let shutdown = shutdown_rx.clone();
-            others.push(
-                std::thread::Builder::new()
-                    .name("api-strings".into())
-                    .spawn(move || fetcher.run(shutdown, beat))?,
-            );
+            others.push(spawn("api-strings", move || fetcher.run(shutdown, beat))?);
         }
     }
     let mut pollers = Vec::new();
@@ -161,7 +227,7 @@ pub fn start(
         let mut poller = Poller::new(
             config,
             i,
-            transport_for(ep),
+            transport_for(&ep.kind, ep.timeout),
             &board.machines,
             points_tx.clone(),
             clock.clone(),
@@ -171,11 +237,9 @@ pub fn start(
         }
         let beat = liveness.register(&format!("poller {}", ep.name));
         let shutdown = shutdown_rx.clone();
-        pollers.push(
-            std::thread::Builder::new()
-                .name(format!("poll {}", ep.name))
-                .spawn(move || poller.run(shutdown, beat))?,
-        );
+        pollers.push(spawn(&format!("poll {}", ep.name), move || {
+            poller.run(shutdown, beat)
+        })?);
     }
     drop(points_tx);
     drop(outbox_tx);
@@ -186,6 +250,7 @@ pub fn start(
         shutdown: Some(shutdown_tx),
         pollers,
         uploader: Some(uploader),
+        influx_http: Some(influx_http),
     })
 }
 
@@ -204,7 +269,8 @@ pub fn journal_options() -> Option<JournalOptions> {
 pub fn uploader_settings(config: &Config) -> Settings {
     let (max, flush) = config
         .influx
-        .as_ref()
+        .configured()
+        .ok()
         .map(|i| (i.max_points_per_write, i.flush_interval))
         .unwrap_or((5000, Duration::from_secs(1)));
     Settings {
@@ -216,4 +282,361 @@ pub fn uploader_settings(config: &Config) -> Settings {
         hold_max_bytes: config.clock.hold_max_bytes,
         journal: None,
     }
+}
+
+/// The signal thread: SIGTERM, SIGINT and SIGHUP arrive on `rx`. Dropping it ends and joins
+/// the thread.
+pub struct Signals {
+    pub rx: Receiver<i32>,
+    handle: signal_hook::iterator::Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Signals {
+    pub fn start() -> std::io::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let handle = signals.handle();
+        let (tx, rx) = bounded(4);
+        let thread = spawn("signals", move || {
+            for s in signals.forever() {
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Signals {
+            rx,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait for SIGTERM/SIGINT (any signal) or the duration.
+    pub fn wait(&self, duration: Option<f64>) {
+        let timeout = duration
+            .filter(|d| d.is_finite() && *d >= 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::MAX);
+        select! {
+            recv(self.rx) -> s => log::info!("signal {} received: shutting down", s.unwrap_or(0)),
+            default(timeout) => log::info!("duration reached: shutting down"),
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The threads of one configuration: the gateway's and the watchdog's.
+struct Generation {
+    running: Running,
+    watchdog: Option<Stoppable>,
+}
+
+impl Generation {
+    fn stop(self) {
+        self.running.shutdown();
+        if let Some(w) = self.watchdog {
+            w.join();
+        }
+    }
+}
+
+/// The certificates trusted for https://; `None`: Mozilla's roots.
+pub type Roots = Option<Vec<Certificate<'static>>>;
+
+/// The certificates trusted for https:// (`None`: Mozilla's roots), read from `tls.ca_file`
+/// at start-up, where the HTTP clients are built (validation only checks the name). A file
+/// that cannot be read or holds no certificate is a configuration error at its JSON path.
+pub fn trusted_roots(config: &Config) -> Result<Roots, ConfigError> {
+    config
+        .tls_ca_file
+        .as_deref()
+        .map(crate::http::load_ca)
+        .transpose()
+        .map_err(|message| ConfigError {
+            path: "$.tls.ca_file".into(),
+            message,
+        })
+}
+
+/// What `run` needs beyond a valid config: an InfluxDB to write to, and the trusted roots.
+pub fn runnable(config: &Config) -> Result<Roots, ConfigError> {
+    config.influx.configured().map_err(Clone::clone)?;
+    trusted_roots(config)
+}
+
+/// Start every thread for `config` (which has an InfluxDB), trusting `ca` for https://.
+fn start_generation(
+    config: &Config,
+    ca: Option<&[Certificate<'static>]>,
+) -> Result<Generation, String> {
+    let influx = config.influx.configured().map_err(|p| p.to_string())?;
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        log::warn!(
+            "state directory {} is not usable: {e}",
+            config.state_dir.display()
+        );
+    }
+    let sink = InfluxSink::new(influx, ca);
+    log::info!(
+        "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}{}",
+        env!("CARGO_PKG_VERSION"),
+        config.machines.len(),
+        config.endpoints.len(),
+        Sink::describe(&sink),
+        if config.shadow_mode {
+            "; SHADOW MODE: nothing is written to machines or posted to the API"
+        } else {
+            ""
+        }
+    );
+    let spool = Spool::open(SpoolOptions {
+        dir: config.state_dir.join("spool"),
+        window: influx.fsync_window,
+        max_bytes: influx.spool_max_bytes,
+        max_memory: influx.buffer_max_points,
+        max_memory_bytes: influx.buffer_max_bytes,
+    });
+    let clock = Arc::new(Clock::new(config.clock.check.clone()));
+    let running = start(
+        config,
+        Box::new(sink),
+        Box::new(spool),
+        Settings {
+            journal: journal_options(),
+            ..uploader_settings(config)
+        },
+        clock,
+        ca,
+    )
+    .map_err(|e| format!("cannot start threads: {e}"))?;
+    let watchdog = match crate::watchdog::wanted() {
+        None => None,
+        Some((interval, max_age)) => {
+            let (stop, stop_rx) = bounded::<()>(0);
+            let liveness = running.liveness.clone();
+            let handle = spawn("watchdog", move || {
+                crate::watchdog::run(liveness, interval, max_age, stop_rx, crate::watchdog::ping)
+            })
+            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+            Some(Stoppable { handle, stop })
+        }
+    };
+    Ok(Generation { running, watchdog })
+}
+
+/// The status page's thread, when the config has a page and its port could be taken.
+pub struct StatusPage(Option<Stoppable>);
+
+impl StatusPage {
+    /// Stop the page and wait for its thread.
+    pub fn stop(self) {
+        if let Some(s) = self.0 {
+            s.join();
+        }
+    }
+}
+
+/// Start the status page (if the config has one) on the board in `shared`.
+pub fn start_status(
+    config: &Config,
+    shared: &crate::status_http::Shared,
+) -> Result<StatusPage, StartError> {
+    let Some(sp) = &config.status else {
+        return Ok(StatusPage(None));
+    };
+    // The page is secondary: a port in use is logged and the gateway runs without it.
+    let server = match crate::status_http::Server::bind(sp.listen, Default::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(
+                "status page: cannot listen on {}: {e}; running without it",
+                sp.listen
+            );
+            return Ok(StatusPage(None));
+        }
+    };
+    let addr = server
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| sp.listen.to_string());
+    log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
+    eprintln!("status page: http://{addr}/");
+    let (stop, stop_rx) = bounded::<()>(0);
+    warn_legacy(&sp.auth);
+    lock(&shared.login).set_login(sp.auth.clone());
+    let shared = shared.clone();
+    let handle = spawn("status-http", move || {
+        crate::status_http::run(server, shared, stop_rx)
+    })
+    .map_err(start_error("cannot start the status page"))?;
+    Ok(StatusPage(Some(Stoppable { handle, stop })))
+}
+
+/// Take the page's login from a reloaded config. The page keeps the address it was started
+/// on (`listen`), so a config without a login does not open a page that listens beyond
+/// loopback: the old login stays.
+fn reload_login(shared: &crate::status_http::Shared, listen: Option<SocketAddr>, new: &Config) {
+    let login = new.status.as_ref().and_then(|s| s.auth.clone());
+    match listen {
+        Some(addr) if login.is_none() && !addr.ip().is_loopback() => log::warn!(
+            "status page: the new configuration has no login; {addr} keeps the previous one until a restart"
+        ),
+        _ => {
+            warn_legacy(&login);
+            lock(&shared.login).set_login(login);
+        }
+    }
+}
+
+fn warn_legacy(login: &Option<crate::status_http::login::Login>) {
+    if login.as_ref().is_some_and(|l| l.hash.is_legacy()) {
+        log::warn!(
+            "status page: the password hash is the old fast salted SHA-256; make a new one with `dyeing-gateway hash-password` and put it in status.password_hash"
+        );
+    }
+}
+
+/// Start the last good configuration again after a new one failed to start. Threads of the
+/// failed attempt may still be ending, so a few tries, a second apart.
+fn restart_last_good(
+    config: &Config,
+    ca: Option<&[Certificate<'static>]>,
+) -> Result<Generation, String> {
+    let mut tries = 0;
+    loop {
+        match start_generation(config, ca) {
+            Ok(g) => return Ok(g),
+            Err(e) if tries >= 4 => return Err(e),
+            Err(e) => {
+                tries += 1;
+                log::warn!("cannot restart the last good configuration yet ({e}); retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The daemon (`run`): start `config` (which has an InfluxDB; `ca` from `runnable`), the status page and
+/// `update-status`, tell systemd it is ready, and run until SIGTERM/SIGINT or `duration`
+/// seconds. A SIGHUP reloads through `reload` (`path` is the file named in the log): a config
+/// that fails validation or has no InfluxDB is refused, one that fails to start is replaced by
+/// the last good one again; the page keeps running and is handed the new board and login.
+pub fn run(
+    mut config: Config,
+    mut ca: Roots,
+    path: &Path,
+    reload: &dyn Fn() -> Result<Config, ConfigErrors>,
+    duration: Option<f64>,
+) -> Result<(), StartError> {
+    let sig = Signals::start().map_err(start_error("cannot install signal handlers"))?;
+    let mut generation =
+        start_generation(&config, ca.as_deref()).map_err(start_error("cannot start"))?;
+    let shared = crate::status_http::Shared::new(generation.running.board.clone());
+    let status = start_status(&config, &shared)?;
+    // Only the page and the log use the slots; the thread is not watched by the watchdog (a
+    // hanging `rauc` is killed by the thread itself).
+    let update_status = match crate::update::program() {
+        None => None,
+        Some(program) => {
+            let (stop, stop_rx) = bounded::<()>(0);
+            let cell = shared.update.clone();
+            let handle = spawn("update-status", move || {
+                crate::update::run(&program, cell, crate::update::REFRESH, stop_rx)
+            })
+            .map_err(start_error("cannot start"))?;
+            Some(Stoppable { handle, stop })
+        }
+    };
+    // The page's address is kept until a restart.
+    let listen = status
+        .0
+        .as_ref()
+        .and(config.status.as_ref())
+        .map(|sp| sp.listen);
+    crate::watchdog::ready(&format!(
+        "polling {} machines on {} endpoints",
+        config.machines.len(),
+        config.endpoints.len()
+    ));
+    let deadline = duration
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
+    loop {
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let signal = select! {
+            recv(sig.rx) -> s => s.unwrap_or(0),
+            default(left) => {
+                log::info!("duration reached: shutting down");
+                break;
+            }
+        };
+        if signal != signal_hook::consts::SIGHUP {
+            log::info!("signal {signal} received: shutting down");
+            break;
+        }
+        // SIGHUP: reload. A config that fails validation is refused; the last good one runs on.
+        log::info!("SIGHUP: reloading {}", path.display());
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let loaded = reload()
+            .map_err(|e| e.to_string().replace('\n', "; "))
+            .and_then(|new| match runnable(&new) {
+                Ok(new_ca) => Ok((new, new_ca)),
+                Err(p) => Err(p.to_string()),
+            });
+        let refused = match loaded {
+            Err(e) => Some(e),
+            Ok((new, new_ca)) => {
+                generation.stop();
+                match start_generation(&new, new_ca.as_deref()) {
+                    Ok(g) => {
+                        generation = g;
+                        *lock(&shared.board) = generation.running.board.clone();
+                        reload_login(&shared, listen, &new);
+                        log::info!("configuration reloaded: {} machines", new.machines.len());
+                        // The last good configuration, for the next reload that fails to start.
+                        config = new;
+                        ca = new_ca;
+                        None
+                    }
+                    Err(e) => {
+                        log::error!("cannot start with the new configuration ({e}); restarting with the last good one");
+                        generation = restart_last_good(&config, ca.as_deref())
+                            .map_err(start_error("cannot restart"))?;
+                        *lock(&shared.board) = generation.running.board.clone();
+                        Some(e)
+                    }
+                }
+            }
+        };
+        {
+            let mut r = lock(&shared.reload);
+            r.last_reload_ms = Some(crate::clock::wall_ms());
+            if let Some(e) = &refused {
+                log::error!(
+                    "configuration reload refused, still running on the last good one: {e}"
+                );
+            }
+            r.last_error = refused;
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+    crate::watchdog::stopping();
+    generation.stop();
+    status.stop();
+    if let Some(u) = update_status {
+        u.join();
+    }
+    log::info!("stopped");
+    Ok(())
 }

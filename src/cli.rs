@@ -1,23 +1,15 @@
-//! The command line: `run`, `check`, `once`, `scan`, `watch`, `simulate`, `demo`. Exit codes: 0 success,
+//! The command line: argument parsing and dispatch of `run` (to `app::run`), `check`, `once`,
+//! `scan`, `watch`, `simulate`, `demo` (each to its module). Exit codes: 0 success,
 //! 1 a runtime failure (a machine did not answer in `once`, a port could not be opened),
 //! 2 an invalid configuration or command line. Logs go to stderr (`logging`, `RUST_LOG`);
 //! line protocol and summaries go to stdout.
 
 use crate::app;
-use crate::clock::Clock;
-use crate::config::{self, Config, EndpointKind, InfluxApi, Measurement};
-use crate::poller::{transport_for, Poller};
+use crate::config::{self, Config, EndpointKind};
 use crate::simulate;
-use crate::status::lock;
-use crate::uploader::buffer::MemoryBuffer;
-use crate::uploader::sink::{InfluxSink, StdoutSink};
-use crate::uploader::spool::{Spool, SpoolOptions};
 use clap::{Parser, Subcommand};
-use crossbeam_channel::{bounded, select, Receiver};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const EXIT_RUNTIME: i32 = 1;
@@ -166,8 +158,8 @@ fn interval(text: &str) -> Result<Duration, String> {
 
 fn watch(cli: &Cli, machine: &str, count: Option<u64>) -> Result<(), i32> {
     let config = load(cli)?;
-    let sig = signals().map_err(runtime("signal handling"))?;
-    crate::watch::run(&config, machine, count, &|| sig.try_recv().is_ok()).map_err(|e| {
+    let sig = app::Signals::start().map_err(runtime("signal handling"))?;
+    crate::watch::run(&config, machine, count, &|| sig.rx.try_recv().is_ok()).map_err(|e| {
         eprintln!("watch: {e}");
         EXIT_CONFIG
     })
@@ -240,35 +232,6 @@ fn scan(
         print!("{text}");
     }
     Ok(())
-}
-
-/// SIGTERM, SIGINT (and later SIGHUP) arrive on this channel.
-fn signals() -> std::io::Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    let (tx, rx) = bounded(4);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for s in signals.forever() {
-                if tx.send(s).is_err() {
-                    break;
-                }
-            }
-        })?;
-    Ok(rx)
-}
-
-/// Wait for SIGTERM/SIGINT or the duration.
-fn wait(sig: &Receiver<i32>, duration: Option<f64>) {
-    let timeout = duration
-        .filter(|d| d.is_finite() && *d >= 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::MAX);
-    select! {
-        recv(sig) -> s => log::info!("signal {} received: shutting down", s.unwrap_or(0)),
-        default(timeout) => log::info!("duration reached: shutting down"),
-    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config, config::ConfigErrors> {
@@ -351,261 +314,32 @@ fn runtime<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> i32 + '_ {
     }
 }
 
-/// The threads of one configuration: the gateway's and the watchdog's.
-struct Generation {
-    running: app::Running,
-    watchdog: Option<std::thread::JoinHandle<()>>,
-    watchdog_stop: crossbeam_channel::Sender<()>,
-}
-
-impl Generation {
-    fn stop(self) {
-        self.running.shutdown();
-        drop(self.watchdog_stop);
-        if let Some(h) = self.watchdog {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Start every thread for `config` (which has an InfluxDB).
-fn start_generation(config: &Config) -> Result<Generation, String> {
-    let influx = config.influx.as_ref().ok_or_else(|| {
-        config
-            .influx_problem
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default()
-    })?;
-    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
-        log::warn!(
-            "state directory {} is not usable: {e}",
-            config.state_dir.display()
-        );
-    }
-    let sink = InfluxSink::new(influx, config.tls_ca.as_deref());
-    log::info!(
-        "dyeing-gateway {} starting: {} machines on {} endpoints, writing to {}{}",
-        env!("CARGO_PKG_VERSION"),
-        config.machines.len(),
-        config.endpoints.len(),
-        crate::uploader::sink::Sink::describe(&sink),
-        if config.shadow_mode {
-            "; SHADOW MODE: nothing is written to machines or posted to the API"
-        } else {
-            ""
-        }
-    );
-    let spool = Spool::open(SpoolOptions {
-        dir: config.state_dir.join("spool"),
-        window: influx.fsync_window,
-        max_bytes: influx.spool_max_bytes,
-        max_memory: influx.buffer_max_points,
-        max_memory_bytes: influx.buffer_max_bytes,
-    });
-    let clock = Arc::new(Clock::new(config.clock.check.clone()));
-    let running = app::start(
-        config,
-        Box::new(sink),
-        Box::new(spool),
-        app::Settings {
-            journal: app::journal_options(),
-            ..app::uploader_settings(config)
-        },
-        clock,
-    )
-    .map_err(|e| format!("cannot start threads: {e}"))?;
-    let (watchdog_stop, watchdog_rx) = bounded::<()>(0);
-    let watchdog = crate::watchdog::spawn(running.liveness.clone(), watchdog_rx)
-        .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
-    Ok(Generation {
-        running,
-        watchdog,
-        watchdog_stop,
-    })
-}
-
-/// The status page's thread and the sender whose drop stops it.
-type StatusThread = (std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>);
-
-/// Start the status page; returns its thread and the sender whose drop stops it.
-fn start_status(
-    config: &Config,
-    shared: &crate::status_http::Shared,
-) -> Result<Option<StatusThread>, i32> {
-    let Some(sp) = &config.status else {
-        return Ok(None);
-    };
-    // The page is secondary: a port in use is logged and the gateway runs without it.
-    let server = match crate::status_http::Server::bind(sp.listen, Default::default()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!(
-                "status page: cannot listen on {}: {e}; running without it",
-                sp.listen
-            );
-            return Ok(None);
-        }
-    };
-    let addr = server
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| sp.listen.to_string());
-    log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
-    eprintln!("status page: http://{addr}/");
-    let (stop, stop_rx) = bounded::<()>(0);
-    warn_legacy(&sp.auth);
-    lock(&shared.login).set_login(sp.auth.clone());
-    let shared = shared.clone();
-    let h = std::thread::Builder::new()
-        .name("status-http".into())
-        .spawn(move || crate::status_http::run(server, shared, stop_rx))
-        .map_err(runtime("cannot start the status page"))?;
-    Ok(Some((h, stop)))
-}
-
-/// Take the page's login from a reloaded config. The page keeps the address it was started
-/// on (`listen`), so a config without a login does not open a page that listens beyond
-/// loopback: the old login stays.
-fn reload_login(shared: &crate::status_http::Shared, listen: Option<SocketAddr>, new: &Config) {
-    let login = new.status.as_ref().and_then(|s| s.auth.clone());
-    match listen {
-        Some(addr) if login.is_none() && !addr.ip().is_loopback() => log::warn!(
-            "status page: the new configuration has no login; {addr} keeps the previous one until a restart"
-        ),
-        _ => {
-            warn_legacy(&login);
-            lock(&shared.login).set_login(login);
-        }
-    }
-}
-
-fn warn_legacy(login: &Option<crate::status_http::login::Login>) {
-    if login.as_ref().is_some_and(|l| l.hash.is_legacy()) {
-        log::warn!(
-            "status page: the password hash is the old fast salted SHA-256; make a new one with `dyeing-gateway hash-password` and put it in status.password_hash"
-        );
-    }
-}
-
-/// Start the last good configuration again after a new one failed to start. Threads of the
-/// failed attempt may still be ending, so a few tries, a second apart.
-fn restart_last_good(config: &Config) -> Result<Generation, String> {
-    let mut tries = 0;
-    loop {
-        match start_generation(config) {
-            Ok(g) => return Ok(g),
-            Err(e) if tries >= 4 => return Err(e),
-            Err(e) => {
-                tries += 1;
-                log::warn!("cannot restart the last good configuration yet ({e}); retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
 fn run(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
-    let mut config = load(cli)?;
-    if config.influx.is_none() {
-        let problem = config
-            .influx_problem
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
+    let config = load(cli)?;
+    let ca = app::runnable(&config).map_err(|problem| {
         eprintln!(
             "configuration error in {}:\n  {problem}",
             cli.config.display()
         );
-        return Err(EXIT_CONFIG);
-    }
-    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
-    let mut generation = start_generation(&config).map_err(runtime("cannot start"))?;
-    let shared = crate::status_http::Shared::new(generation.running.board.clone());
-    let status = start_status(&config, &shared)?;
-    // Only the page and the log use the slots; the thread is not watched by the watchdog (a
-    // hanging `rauc` is killed by the thread itself).
-    let update_status =
-        crate::update::start(shared.update.clone()).map_err(runtime("cannot start"))?;
-    // The page's address is kept until a restart.
-    let listen = status
-        .as_ref()
-        .and(config.status.as_ref())
-        .map(|sp| sp.listen);
-    crate::watchdog::ready(&format!(
-        "polling {} machines on {} endpoints",
-        config.machines.len(),
-        config.endpoints.len()
-    ));
-    let deadline = duration
-        .filter(|d| d.is_finite() && *d >= 0.0)
-        .map(|d| std::time::Instant::now() + Duration::from_secs_f64(d));
-    loop {
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(std::time::Instant::now())
-        });
-        let signal = select! {
-            recv(sig) -> s => s.unwrap_or(0),
-            default(left) => {
-                log::info!("duration reached: shutting down");
-                break;
-            }
-        };
-        if signal != signal_hook::consts::SIGHUP {
-            log::info!("signal {signal} received: shutting down");
-            break;
-        }
-        // SIGHUP: reload. A config that fails validation is refused; the last good one runs on.
-        log::info!("SIGHUP: reloading {}", cli.config.display());
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-        let refused = match load_config(cli) {
-            Err(e) => Some(e.to_string().replace('\n', "; ")),
-            Ok(new) if new.influx.is_none() => Some(
-                new.influx_problem
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-            ),
-            Ok(new) => {
-                generation.stop();
-                match start_generation(&new) {
-                    Ok(g) => {
-                        generation = g;
-                        *lock(&shared.board) = generation.running.board.clone();
-                        reload_login(&shared, listen, &new);
-                        log::info!("configuration reloaded: {} machines", new.machines.len());
-                        // The last good configuration, for the next reload that fails to start.
-                        config = new;
-                        None
-                    }
-                    Err(e) => {
-                        log::error!("cannot start with the new configuration ({e}); restarting with the last good one");
-                        generation =
-                            restart_last_good(&config).map_err(runtime("cannot restart"))?;
-                        *lock(&shared.board) = generation.running.board.clone();
-                        Some(e)
-                    }
-                }
-            }
-        };
-        {
-            let mut r = lock(&shared.reload);
-            r.last_reload_ms = Some(crate::clock::wall_ms());
-            if let Some(e) = &refused {
-                log::error!(
-                    "configuration reload refused, still running on the last good one: {e}"
-                );
-            }
-            r.last_error = refused;
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    }
-    crate::watchdog::stopping();
-    generation.stop();
-    for (h, stop) in status.into_iter().chain(update_status) {
-        drop(stop);
-        let _ = h.join();
-    }
-    log::info!("stopped");
+        EXIT_CONFIG
+    })?;
+    app::run(config, ca, &cli.config, &|| load_config(cli), duration).map_err(|e| {
+        log::error!("{e}");
+        EXIT_RUNTIME
+    })
+}
+
+/// `check`: the summary of a valid config whose CA file (if any) can be read.
+fn check(cli: &Cli) -> Result<(), i32> {
+    let config = load(cli)?;
+    app::trusted_roots(&config).map_err(|problem| {
+        eprintln!(
+            "configuration error in {}:\n  {problem}",
+            cli.config.display()
+        );
+        EXIT_CONFIG
+    })?;
+    print!("{}", crate::check::summary(&cli.config, &config));
     Ok(())
 }
 
@@ -626,206 +360,9 @@ fn hash_password() -> Result<(), i32> {
     Ok(())
 }
 
-fn check(cli: &Cli) -> Result<(), i32> {
-    let config = load(cli)?;
-    print!("{}", summary(cli.config.as_path(), &config));
-    Ok(())
-}
-
-/// The `check` summary: what will be polled, written, and where each value came from.
-pub fn summary(path: &Path, c: &Config) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    let _ = writeln!(o, "config {}: valid", path.display());
-    let _ = writeln!(o, "state directory: {}", c.state_dir.display());
-    if c.shadow_mode {
-        let _ = writeln!(
-            o,
-            "SHADOW MODE: writes to machines and posts to the API are only logged and audited"
-        );
-    }
-    let _ = writeln!(
-        o,
-        "clock: {}",
-        match &c.clock.check {
-            crate::clock::SyncCheck::Off => "trusted (no synchronization check)".to_string(),
-            crate::clock::SyncCheck::File(p) => format!("synchronized when {} exists", p.display()),
-        }
-    );
-    match &c.status {
-        Some(sp) => {
-            let _ = writeln!(
-                o,
-                "status page: http://{}/{}",
-                sp.listen,
-                if sp.auth.is_some() {
-                    " (login required)"
-                } else {
-                    ""
-                }
-            );
-        }
-        None => {
-            let _ = writeln!(o, "status page: off");
-        }
-    }
-    match (&c.influx, &c.influx_problem) {
-        (Some(i), _) => {
-            let api = match &i.api {
-                InfluxApi::V2 { org, bucket, token } => {
-                    format!("v2 API, org {org}, bucket {bucket}, token {token}")
-                }
-                InfluxApi::V1 {
-                    database, username, ..
-                } => format!(
-                    "1.x API, database {database}{}",
-                    username
-                        .as_ref()
-                        .map(|u| format!(", user {u}, password [redacted]"))
-                        .unwrap_or_default()
-                ),
-            };
-            let _ = writeln!(o, "influxdb: {} ({api})", crate::http::redact_url(&i.url));
-        }
-        (None, Some(p)) => {
-            let _ = writeln!(
-                o,
-                "influxdb: not configured ({p}); `run` will refuse to start"
-            );
-        }
-        (None, None) => {}
-    }
-    let _ = writeln!(o, "values that the environment can set:");
-    for p in &c.provenance {
-        let from = match &p.source {
-            config::Source::Unset => "(not set)".to_string(),
-            other => format!("from {other}"),
-        };
-        let _ = writeln!(o, "  {:<28} {:<40} {from}", p.key, p.shown);
-    }
-    let _ = writeln!(o, "endpoints:");
-    for e in &c.endpoints {
-        let _ = writeln!(
-            o,
-            "  {:<16} {} (timeout {:?}{}{})",
-            e.name,
-            e.describe(),
-            e.timeout,
-            if e.close_after_poll {
-                ", closed after each poll"
-            } else {
-                ""
-            },
-            if e.request_pause.is_zero() {
-                String::new()
-            } else {
-                format!(", {:?} between requests", e.request_pause)
-            }
-        );
-    }
-    let _ = writeln!(o, "machines:");
-    let (tx, _rx) = bounded(1);
-    for (ei, e) in c.endpoints.iter().enumerate() {
-        let poller = Poller::new(
-            c,
-            ei,
-            transport_for(e),
-            &vec![Default::default(); c.machines.len()],
-            tx.clone(),
-            Arc::new(Clock::new(c.clock.check.clone())),
-        );
-        for (name, groups) in poller.plan_summary() {
-            let Some(m) = c.machines.iter().find(|m| m.name == name) else {
-                continue;
-            };
-            let groups: Vec<String> = groups
-                .iter()
-                .map(|(iv, n)| format!("{n} read block(s) every {:?}", iv))
-                .collect();
-            let _ = writeln!(
-                o,
-                "  {:<12} unit {:>3} on {:<16} {} registers; {}",
-                m.name,
-                m.unit_id,
-                e.name,
-                m.registers.len(),
-                groups.join(", ")
-            );
-            for meas in Measurement::ALL {
-                let names: Vec<&str> = m
-                    .registers
-                    .iter()
-                    .filter(|r| r.measurement == meas)
-                    .map(|r| r.name.as_str())
-                    .collect();
-                if !names.is_empty() {
-                    let _ = writeln!(o, "      {:<22} {}", meas.as_str(), names.join(", "));
-                }
-            }
-        }
-    }
-    let _ = writeln!(o, "write map (the only registers the gateway ever writes):");
-    let mut any = false;
-    for m in &c.machines {
-        if let Some(b) = &m.batch_write {
-            any = true;
-            let _ = writeln!(
-                o,
-                "  {:<12} holding {}..={} (batch name, {} chars), holding {} (batch handshake, function {}){}{}",
-                m.name,
-                b.address,
-                b.address + b.registers - 1,
-                b.registers * 2,
-                b.handshake_address,
-                if b.handshake_fc16 { 16 } else { 6 },
-                b.identity
-                    .map(|(r, v)| format!(", only while `{}` holds {v}", m.registers[r].name))
-                    .unwrap_or_default(),
-                if !b.enabled || c.shadow_mode { "  [writes disabled]" } else { "" }
-            );
-        }
-    }
-    if !any {
-        let _ = writeln!(o, "  (none: no machine has batch_write)");
-    }
-    o
-}
-
 fn once(cli: &Cli) -> Result<(), i32> {
     let config = load(cli)?;
-    let statuses: Vec<_> = config
-        .machines
-        .iter()
-        .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Default::default())))
-        .collect();
-    let (tx, _rx) = bounded(1);
-    let mut all_online = true;
-    let clock = Arc::new(Clock::new(config.clock.check.clone()));
-    for (ei, ep) in config.endpoints.iter().enumerate() {
-        let mut poller = Poller::new(
-            &config,
-            ei,
-            transport_for(ep),
-            &statuses,
-            tx.clone(),
-            clock.clone(),
-        );
-        for line in poller.poll_all_once() {
-            println!("{line}");
-        }
-    }
-    for st in &statuses {
-        let st: crate::status::MachineStatus = lock(st).clone();
-        if st.online != Some(true) {
-            all_online = false;
-            eprintln!(
-                "machine {} did not answer: {}",
-                st.name,
-                st.last_error.unwrap_or_default()
-            );
-        }
-    }
-    if all_online {
+    if crate::once::run(&config) {
         Ok(())
     } else {
         Err(EXIT_RUNTIME)
@@ -839,7 +376,7 @@ fn simulate_cmd(
     duration: Option<f64>,
 ) -> Result<(), i32> {
     let config = load(cli)?;
-    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
+    let sig = app::Signals::start().map_err(runtime("cannot install signal handlers"))?;
     let sim =
         simulate::start(&config, bind_host, step).map_err(runtime("cannot start the simulator"))?;
     for (name, addr) in &sim.addresses {
@@ -850,97 +387,22 @@ fn simulate_cmd(
             println!("simulating endpoint {} on serial {}", e.name, s.path);
         }
     }
-    wait(&sig, duration);
+    sig.wait(duration);
     drop(sim);
     Ok(())
 }
 
-/// The built-in demo configuration: two jet-dyeing HMIs on loopback Modbus TCP and two package
-/// machines on a simulated RS-485 bus.
-pub const DEMO_CONFIG: &str = include_str!("demo.json");
-
 fn demo(cli: &Cli, duration: Option<f64>) -> Result<(), i32> {
-    let mut config = if cli.config.exists() && cli.config != Path::new("/etc/machines.json") {
+    let config = if cli.config.exists() && cli.config != Path::new("/etc/machines.json") {
         load(cli)?
     } else {
-        let raw = config::parse(DEMO_CONFIG).map_err(|e| {
-            eprintln!("built-in demo config: {e}");
-            EXIT_CONFIG
-        })?;
-        config::validate_raw(raw).map_err(|e| {
+        crate::demo::builtin_config().map_err(|e| {
             eprintln!("built-in demo config: {e}");
             EXIT_CONFIG
         })?
     };
-    // Serial buses are simulated on a pty pair linked into a private temporary directory.
-    let tmp = std::env::temp_dir().join(format!("dyeing-gateway-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(runtime("cannot create the demo directory"))?;
-    for ep in &mut config.endpoints {
-        if let EndpointKind::Rtu(s) = &mut ep.kind {
-            if !Path::new(&s.path).exists() {
-                std::fs::create_dir_all(&tmp)
-                    .map_err(runtime("cannot create the demo directory"))?;
-                s.path = tmp.join(&ep.name).display().to_string();
-            }
-        }
-    }
-    // The plant API stand-in: finish reports, new batches, confirmations, all printed.
-    let api = crate::plant_api::start().map_err(runtime("cannot start the plant API stand-in"))?;
-    let base = format!("http://{}", api.addr);
-    config.api.batch_url = Some(format!("{base}/batch/finish"));
-    config.api.trigger_url = Some(format!("{base}/trigger"));
-    config.api.strings_url = Some(format!("{base}/strings"));
-    config.api.strings_conf_url = Some(format!("{base}/strings/confirm"));
-    config.api.poll_interval = Duration::from_secs(3);
-    config.state_dir = tmp.join("state");
-    let sig = signals().map_err(runtime("cannot install signal handlers"))?;
-    let sim = simulate::start(&config, Some("127.0.0.1"), 5.0)
-        .map_err(runtime("cannot start the simulator"))?;
-    // Point the gateway at the ports the simulator actually got.
-    for ep in &mut config.endpoints {
-        if let (
-            EndpointKind::Tcp { host, port } | EndpointKind::RtuOverTcp { host, port },
-            Some(addr),
-        ) = (&mut ep.kind, sim.addresses.get(&ep.name))
-        {
-            *host = addr.ip().to_string();
-            *port = addr.port();
-        }
-    }
-    eprintln!(
-        "demo: {} simulated machines; each InfluxDB write request and each plant API call is printed below (Ctrl-C stops)",
-        config.machines.len()
-    );
-    let mut settings = app::uploader_settings(&config);
-    settings.rejected_file = None;
-    let running = app::start(
-        &config,
-        Box::new(StdoutSink { requests: 0 }),
-        Box::new(MemoryBuffer::new(100_000)),
-        settings,
-        // Simulated machines printed to the terminal: no clock synchronization to wait for.
-        Arc::new(Clock::new(crate::clock::SyncCheck::Off)),
-    )
-    .map_err(runtime("cannot start threads"))?;
-    let status = start_status(
-        &config,
-        &crate::status_http::Shared::new(running.board.clone()),
-    )?;
-    wait(&sig, duration);
-    let board = running.board.clone();
-    if let Some((h, stop)) = status {
-        drop(stop);
-        let _ = h.join();
-    }
-    running.shutdown();
-    drop(sim);
-    drop(api);
-    let _ = std::fs::remove_dir_all(&tmp);
-    for m in board.snapshot().machines {
-        eprintln!(
-            "{}: online {:?}, {} polls, {} requests, {} points, errors {:?}",
-            m.name, m.online, m.polls, m.requests, m.points, m.errors
-        );
-    }
-    Ok(())
+    crate::demo::run(config, duration).map_err(|e| {
+        log::error!("{e}");
+        EXIT_RUNTIME
+    })
 }

@@ -12,11 +12,12 @@
 //! - `off`: trust the clock.
 //! - `auto` (default): `timesyncd` when `/run/systemd/timesync` exists, else `off`.
 //!
-//! In every mode a time before `FLOOR_MS` (2026-01-01) is never trusted.
+//! In every mode a time before `FLOOR_MS` (2026-01-01) is never trusted. The time helpers
+//! (`unix_ms`, `wall_ms`) live here too, below everything that stamps.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// 2026-01-01T00:00:00Z: no point from this gateway can be older than its release.
 pub const FLOOR_MS: i64 = 1_767_225_600_000;
@@ -46,8 +47,15 @@ pub struct Clock {
     synced: AtomicBool,
 }
 
+/// Milliseconds since the Unix epoch (0 for a time before it).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub fn wall_ms() -> i64 {
-    crate::status::unix_ms(SystemTime::now())
+    unix_ms(SystemTime::now())
 }
 
 impl Clock {

@@ -1,32 +1,40 @@
 //! The endpoint owner thread. One `Poller` per endpoint (a TCP HMI, a TCP-to-RTU gateway, a
-//! serial bus) owns its connection and schedules every machine (unit id) behind it by due time,
-//! so no two requests ever overlap on one connection and no lock is needed. Each machine's
-//! registers are grouped by poll interval (a *group*), each group pre-planned into read blocks.
+//! serial bus) owns its connection and polls every machine (unit id) behind it when its
+//! `schedule` says a group is due, so no two requests ever overlap on one connection and no
+//! lock is needed. After a poll that answered it runs the machine's `batch` part; it reports
+//! what each poll did to the machine's entry on the status board (`status::machine`).
+//!
+//! The loop is one closed `Event` type and one handler: a group due, a command from another
+//! thread (a batch to write, an outbox receipt), a wake for the watchdog, shutdown. It sleeps
+//! until the next due time or a command, and turns at least every `BEAT_EVERY` for the
+//! watchdog. Commands are taken before polls but at most `COMMANDS_PER_TURN` between two, so
+//! a saturated endpoint, where a poll is always due, still handles them.
 //!
 //! Failures: a connection that cannot be opened backs off (capped, jittered) for the whole
 //! endpoint; a machine that times out backs off alone, so a dead unit costs only its timeout;
 //! a block refused with exception 02 is split and the split kept; a register that cannot be
 //! read or decoded is skipped. Gateway exceptions: 0x0B (target failed to respond) is a timeout
 //! of that unit only (the link to the gateway is fine), 0x0A (path unavailable) takes the unit
-//! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each state change is logged once, not once per poll.
-//! Commands from other threads (a batch to write, an outbox receipt) are taken on every loop
-//! turn, so a saturated endpoint, where a poll is always due, still handles them.
+//! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each
+//! state change is logged once, not once per poll.
 
-use crate::backoff::Backoff;
-use crate::batch::finish::FinishDetector;
-use crate::batch::writer::BatchWriter;
-use crate::batch::{self, Command, OutboxItem};
+use crate::batch::{Command, MachineId, OutboxItem};
 use crate::change::Detector;
+use crate::clock::unix_ms;
 use crate::clock::Clock;
-use crate::config::{Config, Endpoint, EndpointKind, Machine, Measurement};
+use crate::config::{Config, Endpoint, Machine};
 use crate::modbus::codec::{self, exception, Reply};
-use crate::modbus::transport::{TcpTransport, Transport, TransportError};
+use crate::modbus::transport::{Transport, TransportError};
 use crate::modbus::{Client, ModbusError};
 use crate::registers::plan::{self, ReadBlock};
 use crate::registers::{self, Value};
-use crate::status::{lock, unix_ms, Beat, MachineStatus};
+use crate::status::machine::{MachineEntry, Polled};
+use crate::status::{Beat, MachineStatus};
 use crate::uploader::Batch;
+use crate::watchdog;
+use batch::MachineBatch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
+use schedule::{Group, Schedule};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,17 +46,34 @@ const COMMANDS_PER_TURN: usize = 16;
 const BUSY_RETRIES: u32 = 3;
 const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The longest sleep between two turns of the loop when nothing is due: the watchdog calls a
+/// thread stuck after `watchdog::MIN_STUCK` without a turn.
+const BEAT_EVERY: Duration = Duration::from_millis(watchdog::MIN_STUCK.as_millis() as u64 / 2);
+
 /// How often each machine's one-line summary is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
 
-/// Registers of one machine polled at one interval.
-struct Group {
-    measurements: Vec<Measurement>,
-    interval: Duration,
-    /// Shared so a poll can hold a block while the group's list may be split (no per-request
-    /// allocation).
-    blocks: Vec<Arc<ReadBlock>>,
-    next_due: Instant,
+/// What the loop waits for.
+enum Event {
+    /// A group of a machine (indices in `Poller::units` and its `groups`) is due.
+    Due(usize, usize),
+    /// A command from another thread (batch orders, outbox receipts).
+    Command(Command),
+    /// A wait ended with nothing to do: the next due time is not reached yet, or the loop
+    /// turns for the watchdog.
+    Wake,
+    Shutdown,
+}
+
+/// What the requests of one poll came to.
+#[derive(Default)]
+struct Reads {
+    /// The machine answered at least one request (data or an exception of its own).
+    answered: bool,
+    /// What ended the poll early: a timeout, a broken connection, a gateway exception.
+    fatal: Option<ModbusError>,
+    /// The last garbled or misdirected reply.
+    last_problem: Option<String>,
 }
 
 /// One machine behind the endpoint.
@@ -60,31 +85,21 @@ struct Unit {
     /// The connection (`Poller::connections`) they were last read on.
     once_read_on: Option<u64>,
     detector: Detector,
-    status: Arc<Mutex<MachineStatus>>,
-    backoff: Backoff,
-    resume_at: Option<Instant>,
+    entry: MachineEntry,
     online: Option<bool>,
     /// Per register: the problem it has now, so each change is logged once.
     register_problem: Vec<Option<String>>,
-    /// Index in `Config::machines`.
-    index: usize,
-    finish: Option<FinishDetector>,
-    writer: Option<BatchWriter>,
-    /// When pending outbox items were last offered (they are offered again until stored).
-    offered_at: Option<Instant>,
+    id: MachineId,
+    batch: MachineBatch,
     /// The online state last written to InfluxDB, and when.
     state_written: Option<(Instant, bool)>,
-    /// Registers shown as sparklines (temperature, level), and when the last sample was taken.
-    spark: (Option<usize>, Option<usize>),
-    spark_at: Option<Instant>,
 }
 
 pub struct Poller {
     endpoint: Endpoint,
     client: Client,
     units: Vec<Unit>,
-    connect_backoff: Backoff,
-    next_connect: Instant,
+    schedule: Schedule,
     connect_problem: Option<String>,
     consecutive_timeouts: u32,
     /// Connections opened so far: read-once registers are read again on each new one.
@@ -96,53 +111,9 @@ pub struct Poller {
     stamped: bool,
     heartbeat: Duration,
     commands: Receiver<Command>,
+    /// Commands taken since the last poll.
+    commands_in_turn: usize,
     outbox: Option<Sender<OutboxItem>>,
-}
-
-/// Open the transport an endpoint asks for.
-pub fn transport_for(ep: &Endpoint) -> Box<dyn Transport> {
-    match &ep.kind {
-        EndpointKind::Tcp { host, port } => Box::new(TcpTransport::new(host, *port, ep.timeout)),
-        EndpointKind::RtuOverTcp { host, port } => Box::new(
-            crate::modbus::transport::RtuOverTcpTransport::new(host, *port, ep.timeout),
-        ),
-        EndpointKind::Rtu(s) => Box::new(crate::modbus::serial::SerialTransport::new(
-            s.clone(),
-            ep.timeout,
-        )),
-    }
-}
-
-fn groups_for(m: &Machine, start: Instant) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
-    for meas in Measurement::ALL {
-        if !m.registers.iter().any(|r| r.measurement == meas) {
-            continue;
-        }
-        let interval = m.intervals[meas.index()];
-        match groups.iter_mut().find(|g| g.interval == interval) {
-            Some(g) => g.measurements.push(meas),
-            None => groups.push(Group {
-                measurements: vec![meas],
-                interval,
-                blocks: Vec::new(),
-                next_due: start,
-            }),
-        }
-    }
-    for g in &mut groups {
-        // Read-once registers are read per connection (`once_blocks`), not with their group.
-        let members: Vec<usize> = (0..m.registers.len())
-            .filter(|&i| {
-                g.measurements.contains(&m.registers[i].measurement) && !m.registers[i].read_once
-            })
-            .collect();
-        g.blocks = plan::plan(&m.registers, &members, &m.limits)
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-    }
-    groups
 }
 
 impl Poller {
@@ -162,53 +133,33 @@ impl Poller {
             .zip(statuses)
             .enumerate()
             .filter(|(_, (m, _))| m.endpoint == endpoint_index)
-            .map(|(index, (m, st))| {
-                {
-                    let mut s = lock(st);
-                    s.name = m.name.clone();
-                    s.endpoint = endpoint.describe();
-                    s.unit_id = m.unit_id;
-                }
-                let once: Vec<usize> = (0..m.registers.len())
-                    .filter(|&i| m.registers[i].read_once)
-                    .collect();
-                Unit {
-                    groups: groups_for(m, start),
-                    once_blocks: plan::plan(&m.registers, &once, &m.limits)
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
-                    once_read_on: None,
-                    detector: Detector::new(m, &config.tags, config.heartbeat),
-                    status: st.clone(),
-                    backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
-                    resume_at: None,
-                    online: None,
-                    register_problem: vec![None; m.registers.len()],
-                    machine: m.clone(),
-                    index,
-                    finish: None,
-                    writer: None,
-                    offered_at: None,
-                    state_written: None,
-                    spark: (
-                        m.registers
-                            .iter()
-                            .position(|r| r.name.to_ascii_lowercase().contains("temp")),
-                        m.registers
-                            .iter()
-                            .position(|r| r.name.to_ascii_lowercase().contains("level")),
-                    ),
-                    spark_at: None,
-                }
+            .map(|(index, (m, st))| Unit {
+                groups: schedule::groups_for(m),
+                once_blocks: schedule::once_blocks(m),
+                once_read_on: None,
+                detector: Detector::new(m, &config.tags, config.heartbeat),
+                entry: MachineEntry::new(st.clone(), m, &endpoint.describe()),
+                online: None,
+                register_problem: vec![None; m.registers.len()],
+                machine: m.clone(),
+                id: MachineId(index),
+                batch: MachineBatch::off(MachineId(index)),
+                state_written: None,
             })
-            .collect();
+            .collect::<Vec<Unit>>();
+        let schedule = Schedule::new(
+            units
+                .iter()
+                .map(|u| u.groups.iter().map(|g| g.interval).collect()),
+            start,
+            endpoint.backoff_initial,
+            endpoint.backoff_max,
+        );
         Poller {
-            connect_backoff: Backoff::new(endpoint.backoff_initial, endpoint.backoff_max),
             client: Client::new(transport),
             endpoint,
             units,
-            next_connect: start,
+            schedule,
             connect_problem: None,
             consecutive_timeouts: 0,
             connections: 0,
@@ -218,6 +169,7 @@ impl Poller {
             stamped: true,
             heartbeat: config.heartbeat,
             commands: crossbeam_channel::never(),
+            commands_in_turn: 0,
             outbox: None,
         }
     }
@@ -230,79 +182,28 @@ impl Poller {
         commands: Receiver<Command>,
         outbox: Sender<OutboxItem>,
     ) -> Self {
-        let audit = config.state_dir.join("audit.jsonl");
         let endpoint = self.endpoint.describe();
         for u in &mut self.units {
-            let file = batch::state::file_name(&u.machine.name);
-            let name = u.machine.name.clone();
-            let refused = |what: &str, e: batch::state::Newer| {
-                log::error!("{name}: {what} off: {e}");
-            };
-            u.finish = u.machine.finish.clone().and_then(|f| {
-                FinishDetector::load(
-                    f,
-                    &u.machine.name,
-                    config.state_dir.join("finish").join(format!("{file}.json")),
-                )
-                .map_err(|e| refused("finish detection", e))
-                .ok()
-            });
-            u.writer = u.machine.batch_write.clone().and_then(|bw| {
-                let identity = bw
-                    .identity
-                    .map(|(r, v)| (u.machine.registers[r].clone(), v));
-                BatchWriter::load(
-                    bw,
-                    &u.machine.name,
-                    &endpoint,
-                    u.machine.unit_id,
-                    identity,
-                    config.shadow_mode,
-                    config.state_dir.join("batch").join(format!("{file}.json")),
-                    audit.clone(),
-                    self.clock.clone(),
-                )
-                .map_err(|e| refused("batch writing", e))
-                .ok()
-            });
+            u.batch = MachineBatch::load(config, &u.machine, u.id, &endpoint, &self.clock);
         }
         self.commands = commands;
         self.outbox = Some(outbox);
         self
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// A command from another thread: for the batch part of the machine it names.
+    fn command(&mut self, cmd: Command) {
+        let machine = match &cmd {
+            Command::Write(order) => order.machine,
+            Command::NotListed { machine } | Command::Persisted { machine, .. } => *machine,
+        };
+        let Some(u) = self.units.iter_mut().find(|u| u.id == machine) else {
+            return;
+        };
         match cmd {
-            Command::Write(order) => {
-                if let Some(w) = self
-                    .units
-                    .iter_mut()
-                    .find(|u| u.index == order.machine)
-                    .and_then(|u| u.writer.as_mut())
-                {
-                    w.offer(order);
-                }
-            }
-            Command::NotListed { machine } => {
-                if let Some(w) = self
-                    .units
-                    .iter_mut()
-                    .find(|u| u.index == machine)
-                    .and_then(|u| u.writer.as_mut())
-                {
-                    w.not_listed();
-                }
-            }
-            Command::Persisted { machine, id } => {
-                if let Some(u) = self.units.iter_mut().find(|u| u.index == machine) {
-                    if let Some(f) = u.finish.as_mut() {
-                        f.persisted(&id);
-                    }
-                    if let Some(w) = u.writer.as_mut() {
-                        w.persisted(&id);
-                    }
-                }
-            }
+            Command::Write(order) => u.batch.offer(order),
+            Command::NotListed { .. } => u.batch.not_listed(),
+            Command::Persisted { id, .. } => u.batch.persisted(&id),
         }
     }
 
@@ -317,86 +218,22 @@ impl Poller {
         }
     }
 
-    /// After a successful poll: finish detection, pending outbox items, batch write-back.
+    /// After a successful poll: the machine's batch workflow (`batch`).
     fn batch_work(&mut self, ui: usize, gi: usize) {
-        let now = Instant::now();
-        let (time_ms, unsynced) = self.clock.stamp();
-        let mut items = Vec::new();
-        {
-            let u = &mut self.units[ui];
-            let index = u.index;
-            if let Some(f) = u.finish.as_mut() {
-                let reg = f.register();
-                let fresh = u.groups[gi]
-                    .measurements
-                    .contains(&u.machine.registers[reg].measurement);
-                let process = fresh
-                    .then(|| u.detector.latest(reg).and_then(Value::as_f64))
-                    .flatten()
-                    .map(|v| v.round() as i64);
-                let batch = f.batch_register().and_then(|b| match u.detector.latest(b) {
-                    Some(Value::Str(s)) => Some(s.clone()),
-                    _ => None,
-                });
-                if let Some(event) = f.observe(process, batch.as_deref(), time_ms, unsynced) {
-                    log::info!(
-                        "machine {}: batch `{}` finished (process code {})",
-                        u.machine.name,
-                        event.batch,
-                        event.code
-                    );
-                    u.offered_at = Some(now);
-                    items.push(OutboxItem::Finish {
-                        machine: index,
-                        event,
-                    });
-                }
-            }
-            // Offer again what the outbox has not confirmed storing (every 10 s).
-            if u.offered_at
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-            {
-                let mut offered = false;
-                if let Some(e) = u.finish.as_ref().and_then(|f| f.state().pending.clone()) {
-                    items.push(OutboxItem::Finish {
-                        machine: index,
-                        event: e,
-                    });
-                    offered = true;
-                }
-                if let Some(c) = u.writer.as_ref().and_then(|w| w.owed_confirmation()) {
-                    items.push(OutboxItem::Confirm {
-                        machine: index,
-                        confirmation: c,
-                    });
-                    offered = true;
-                }
-                if offered {
-                    u.offered_at = Some(now);
-                }
-            }
-        }
-        let has_work = self.units[ui].writer.as_ref().is_some_and(|w| w.has_work());
-        if has_work && self.client.is_open() {
-            let index = self.units[ui].index;
-            let before = self.units[ui]
-                .writer
-                .as_ref()
-                .and_then(|w| w.owed_confirmation());
-            let owed = self.units[ui]
-                .writer
-                .as_mut()
-                .and_then(|w| w.step(&mut self.client));
-            if let Some(c) = owed {
-                if before.as_ref() != Some(&c) {
-                    self.units[ui].offered_at = Some(now);
-                    items.push(OutboxItem::Confirm {
-                        machine: index,
-                        confirmation: c,
-                    });
-                }
-            }
-        }
+        let u = &mut self.units[ui];
+        let client = if self.client.is_open() {
+            Some(&mut self.client)
+        } else {
+            None
+        };
+        let items = u.batch.after_poll(
+            &u.machine,
+            &u.detector,
+            &u.groups[gi].measurements,
+            client,
+            &self.clock,
+            Instant::now(),
+        );
         for item in items {
             self.to_outbox(item);
         }
@@ -420,23 +257,7 @@ impl Poller {
 
     /// The earliest (unit, group) due, and when.
     fn next_due(&self) -> Option<(usize, usize, Instant)> {
-        let connected = self.client.is_open();
-        let mut best: Option<(usize, usize, Instant)> = None;
-        for (ui, u) in self.units.iter().enumerate() {
-            for (gi, g) in u.groups.iter().enumerate() {
-                let mut due = g.next_due;
-                if let Some(r) = u.resume_at {
-                    due = due.max(r);
-                }
-                if !connected {
-                    due = due.max(self.next_connect);
-                }
-                if best.is_none_or(|(_, _, b)| due < b) {
-                    best = Some((ui, gi, due));
-                }
-            }
-        }
-        best
+        self.schedule.next(self.client.is_open())
     }
 
     /// Make sure the connection is open; on failure, back off the whole endpoint.
@@ -452,12 +273,11 @@ impl Poller {
                 } else {
                     log::debug!("{}: connected", self.endpoint.describe());
                 }
-                self.connect_backoff.reset();
+                self.schedule.connected();
                 true
             }
             Err(e) => {
-                let delay = self.connect_backoff.next_delay();
-                self.next_connect = now + delay;
+                self.schedule.connect_failed(now);
                 let text = format!("cannot connect to {}: {e}", self.endpoint.describe());
                 if self.connect_problem.as_deref() != Some(text.as_str()) {
                     log::warn!(
@@ -478,7 +298,6 @@ impl Poller {
     /// Record the machine's online state; log only when it changes.
     fn set_online(&mut self, ui: usize, online: bool, error: Option<String>) {
         let u = &mut self.units[ui];
-        let mut st = lock(&u.status);
         if u.online != Some(online) {
             let who = format!(
                 "machine {} (unit {} on {})",
@@ -497,7 +316,7 @@ impl Poller {
             // A unit that went away may come back as another device (or new firmware).
             u.once_read_on = None;
         }
-        st.online = Some(online);
+        u.entry.online(online);
     }
 
     fn register_problem(&mut self, ui: usize, r: usize, problem: Option<String>) {
@@ -511,6 +330,132 @@ impl Poller {
             None => log::info!("machine {}: register `{name}` reads again", u.machine.name),
         }
         u.register_problem[r] = problem;
+    }
+
+    /// Read the machine's read-once registers (on a new connection, or after it was away).
+    fn read_once(&mut self, ui: usize, reads: &mut Reads) {
+        let unit_id = self.units[ui].machine.unit_id;
+        let connection = self.connections;
+        let blocks = self.units[ui].once_blocks.clone();
+        let mut done = true;
+        for b in blocks {
+            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
+                Ok(reply) => {
+                    reads.answered = true;
+                    self.apply(ui, &b, &reply);
+                }
+                Err(ModbusError::Exception(e)) => {
+                    reads.answered = true;
+                    for &r in &b.members {
+                        self.register_problem(ui, r, Some(e.to_string()));
+                    }
+                }
+                Err(
+                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
+                ) => {
+                    reads.fatal = Some(e);
+                    done = false;
+                    break;
+                }
+                Err(e) => {
+                    self.count_error(ui, e.kind(), &e.to_string());
+                    done = false;
+                }
+            }
+        }
+        if done {
+            self.units[ui].once_read_on = Some(connection);
+        }
+    }
+
+    /// Read the group's blocks until one fails for good: a refused block is split, a busy
+    /// one asked again after a backoff.
+    fn read_group(&mut self, ui: usize, gi: usize, reads: &mut Reads) {
+        let unit_id = self.units[ui].machine.unit_id;
+        let mut i = 0;
+        let mut busy = 0u32;
+        if self.units[ui].groups[gi].blocks.is_empty() {
+            // Only read-once registers in this group: nothing to ask, their values go out
+            // with the group's points.
+            reads.answered = true;
+        }
+        while i < self.units[ui].groups[gi].blocks.len() {
+            if i > 0 && !self.endpoint.request_pause.is_zero() {
+                std::thread::sleep(self.endpoint.request_pause);
+            }
+            let b = Arc::clone(&self.units[ui].groups[gi].blocks[i]);
+            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
+                Ok(reply) => {
+                    reads.answered = true;
+                    self.apply(ui, &b, &reply);
+                }
+                Err(ModbusError::Exception(e))
+                    if e.code == exception::SERVER_DEVICE_BUSY && busy < BUSY_RETRIES =>
+                {
+                    std::thread::sleep(BUSY_BACKOFF * 2u32.pow(busy));
+                    busy += 1;
+                    continue;
+                }
+                Err(
+                    e @ ModbusError::Exception(codec::Exception {
+                        code: exception::GATEWAY_TARGET_FAILED | exception::GATEWAY_PATH_UNAVAILABLE,
+                        ..
+                    }),
+                ) => {
+                    reads.fatal = Some(e);
+                    break;
+                }
+                Err(ModbusError::Exception(e))
+                    if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
+                {
+                    reads.answered = true;
+                    let u = &mut self.units[ui];
+                    if let Some(pieces) = plan::split(&u.machine.registers, &b, &u.machine.limits) {
+                        log::info!(
+                            "machine {}: {} {}+{} refused with exception 02; reading it as {} blocks from now on",
+                            u.machine.name,
+                            b.kind.as_str(),
+                            b.address,
+                            b.quantity,
+                            pieces.len()
+                        );
+                        u.groups[gi]
+                            .blocks
+                            .splice(i..=i, pieces.into_iter().map(Arc::new));
+                        continue;
+                    }
+                }
+                Err(ModbusError::Exception(e)) => {
+                    reads.answered = true;
+                    self.count_error(ui, "exception", &e.to_string());
+                    for &r in &b.members {
+                        self.units[ui].detector.update(r, None);
+                        self.register_problem(ui, r, Some(e.to_string()));
+                    }
+                }
+                Err(
+                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
+                ) => {
+                    reads.fatal = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    // A garbled or misdirected reply: the block is lost for this poll. Over TCP
+                    // the stream is no longer trusted.
+                    self.count_error(ui, e.kind(), &e.to_string());
+                    for &r in &b.members {
+                        self.units[ui].detector.update(r, None);
+                    }
+                    reads.last_problem = Some(e.to_string());
+                    if self.client.transport().close_after_bad_reply() {
+                        self.client.transport().close();
+                        break;
+                    }
+                }
+            }
+            i += 1;
+            busy = 0;
+        }
     }
 
     /// Poll one group of one machine: every read block, decode, change detection. Returns the
@@ -530,139 +475,53 @@ impl Poller {
         self.stamped = ts_ms.is_some();
         let ts_ms = ts_ms.unwrap_or(0);
         let started = Instant::now();
-        let unit_id = self.units[ui].machine.unit_id;
-        let mut fatal: Option<ModbusError> = None;
-        let mut answered = false;
-        let mut last_problem: Option<String> = None;
-        let mut i = 0;
-        let mut busy = 0u32;
         let requests_before = self.client.requests;
-        let connection = self.connections;
-        if self.units[ui].once_read_on != Some(connection) {
-            let blocks = self.units[ui].once_blocks.clone();
-            let mut done = true;
-            for b in blocks {
-                match self.client.read(unit_id, b.kind, b.address, b.quantity) {
-                    Ok(reply) => {
-                        answered = true;
-                        self.apply(ui, &b, &reply);
-                    }
-                    Err(ModbusError::Exception(e)) => {
-                        answered = true;
-                        for &r in &b.members {
-                            self.register_problem(ui, r, Some(e.to_string()));
-                        }
-                    }
-                    Err(
-                        e @ ModbusError::Transport(
-                            TransportError::Timeout(_) | TransportError::Io(_),
-                        ),
-                    ) => {
-                        fatal = Some(e);
-                        done = false;
-                        break;
-                    }
-                    Err(e) => {
-                        self.count_error(ui, e.kind(), &e.to_string());
-                        done = false;
-                    }
-                }
-            }
-            if done {
-                self.units[ui].once_read_on = Some(connection);
-            }
+        let mut reads = Reads::default();
+        if self.units[ui].once_read_on != Some(self.connections) {
+            self.read_once(ui, &mut reads);
         }
-        if fatal.is_none() && self.units[ui].groups[gi].blocks.is_empty() {
-            // Only read-once registers in this group: nothing to ask, their values go out
-            // with the group's points.
-            answered = true;
+        if reads.fatal.is_none() {
+            self.read_group(ui, gi, &mut reads);
         }
-        while fatal.is_none() && i < self.units[ui].groups[gi].blocks.len() {
-            if i > 0 && !self.endpoint.request_pause.is_zero() {
-                std::thread::sleep(self.endpoint.request_pause);
-            }
-            let b = Arc::clone(&self.units[ui].groups[gi].blocks[i]);
-            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
-                Ok(reply) => {
-                    answered = true;
-                    self.apply(ui, &b, &reply);
-                }
-                Err(ModbusError::Exception(e))
-                    if e.code == exception::SERVER_DEVICE_BUSY && busy < BUSY_RETRIES =>
-                {
-                    std::thread::sleep(BUSY_BACKOFF * 2u32.pow(busy));
-                    busy += 1;
-                    continue;
-                }
-                Err(
-                    e @ ModbusError::Exception(codec::Exception {
-                        code: exception::GATEWAY_TARGET_FAILED | exception::GATEWAY_PATH_UNAVAILABLE,
-                        ..
-                    }),
-                ) => {
-                    fatal = Some(e);
-                    break;
-                }
-                Err(ModbusError::Exception(e))
-                    if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
-                {
-                    answered = true;
-                    let u = &mut self.units[ui];
-                    if let Some(pieces) = plan::split(&u.machine.registers, &b, &u.machine.limits) {
-                        log::info!(
-                            "machine {}: {} {}+{} refused with exception 02; reading it as {} blocks from now on",
-                            u.machine.name,
-                            b.kind.as_str(),
-                            b.address,
-                            b.quantity,
-                            pieces.len()
-                        );
-                        u.groups[gi]
-                            .blocks
-                            .splice(i..=i, pieces.into_iter().map(Arc::new));
-                        continue;
-                    }
-                }
-                Err(ModbusError::Exception(e)) => {
-                    answered = true;
-                    self.count_error(ui, "exception", &e.to_string());
-                    for &r in &b.members {
-                        self.units[ui].detector.update(r, None);
-                        self.register_problem(ui, r, Some(e.to_string()));
-                    }
-                }
-                Err(
-                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
-                ) => {
-                    fatal = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    // A garbled or misdirected reply: the block is lost for this poll. Over TCP
-                    // the stream is no longer trusted.
-                    self.count_error(ui, e.kind(), &e.to_string());
-                    for &r in &b.members {
-                        self.units[ui].detector.update(r, None);
-                    }
-                    let tcp = self.client.framing_is_tcp();
-                    last_problem = Some(e.to_string());
-                    if tcp {
-                        self.client.transport().close();
-                        break;
-                    }
-                }
-            }
-            i += 1;
-            busy = 0;
-        }
+        let answered = reads.answered;
         let latency = started.elapsed();
         let requests = self.client.requests - requests_before;
-        match fatal {
+        self.conclude(ui, gi, reads, now, ts_ms, &mut lines);
+        self.record_state(ui, now, ts_ms, &mut lines);
+        let u = &mut self.units[ui];
+        let poll = Polled {
+            fresh: &u.groups[gi].measurements,
+            answered,
+            requests,
+            latency,
+            points: lines.len(),
+            at: ts,
+        };
+        let detector = &u.detector;
+        u.entry.polled(&u.machine, poll, |r| detector.latest(r));
+        if self.endpoint.close_after_poll {
+            self.client.transport().close();
+        }
+        lines
+    }
+
+    /// After the requests: the machine's health (online, backoff, reconnect after a dead
+    /// link) and, when it answered, its lines and batch workflow.
+    fn conclude(
+        &mut self,
+        ui: usize,
+        gi: usize,
+        reads: Reads,
+        now: Instant,
+        ts_ms: i64,
+        lines: &mut Vec<String>,
+    ) {
+        match reads.fatal {
             Some(e) => {
                 let timeout = matches!(&e, ModbusError::Transport(TransportError::Timeout(_)));
                 let io = matches!(&e, ModbusError::Transport(TransportError::Io(_)));
                 let mut text = e.to_string();
-                let mut answered = answered;
+                let mut answered = reads.answered;
                 if let ModbusError::Exception(x) = &e {
                     answered = false;
                     // The gateway answered: the link is alive, only the unit behind it is not.
@@ -678,41 +537,33 @@ impl Poller {
                     self.consecutive_timeouts += 1;
                     // Several units timing out in a row: the link itself is dead (a half-open
                     // socket after a power cut); reconnect.
-                    if self.consecutive_timeouts >= 2 && self.client.framing_is_tcp() {
+                    let limit = self.client.transport().reconnect_after_timeouts();
+                    if limit.is_some_and(|n| self.consecutive_timeouts >= n) {
                         self.client.transport().close();
                     }
                 }
                 if io {
                     self.client.transport().close();
-                    self.next_connect = now + self.connect_backoff.next_delay();
+                    self.schedule.connect_failed(now);
                 }
-                let u = &mut self.units[ui];
-                let delay = u.backoff.next_delay();
-                u.resume_at = Some(Instant::now() + delay);
+                self.schedule.machine_failed(ui, Instant::now());
                 self.count_error(ui, e.kind(), &text);
                 self.set_online(ui, answered, Some(text));
             }
-            None if !answered => {
+            None if !reads.answered => {
                 // Only garbled replies: the machine (or the bus) is there but gives no data.
-                self.set_online(ui, false, last_problem);
+                self.set_online(ui, false, reads.last_problem);
             }
             None => {
                 self.consecutive_timeouts = 0;
+                self.schedule.machine_ok(ui);
                 let u = &mut self.units[ui];
-                u.backoff.reset();
-                u.resume_at = None;
                 let g = &u.groups[gi];
-                u.detector.emit(&g.measurements, now, ts_ms, &mut lines);
+                u.detector.emit(&g.measurements, now, ts_ms, lines);
                 self.set_online(ui, true, None);
                 self.batch_work(ui, gi);
             }
         }
-        self.record_state(ui, now, ts_ms, &mut lines);
-        self.publish(ui, gi, answered, requests, latency, &lines, ts);
-        if self.endpoint.close_after_poll {
-            self.client.transport().close();
-        }
-        lines
     }
 
     /// Write the machine's online state to InfluxDB on change and with the heartbeat.
@@ -730,75 +581,8 @@ impl Poller {
         }
     }
 
-    /// Update the machine's entry on the status board after a poll.
-    #[allow(clippy::too_many_arguments)]
-    fn publish(
-        &mut self,
-        ui: usize,
-        gi: usize,
-        answered: bool,
-        requests: u64,
-        latency: Duration,
-        lines: &[String],
-        ts: SystemTime,
-    ) {
-        let u = &mut self.units[ui];
-        let mut st = lock(&u.status);
-        st.polls += 1;
-        st.requests += requests;
-        st.last_latency_ms = latency.as_secs_f64() * 1000.0;
-        st.observe_latency(latency.as_secs_f64());
-        st.points += lines.len() as u64;
-        if !answered {
-            return;
-        }
-        st.last_ok_ms = Some(unix_ms(ts));
-        let g = &u.groups[gi];
-        for (r, reg) in u.machine.registers.iter().enumerate() {
-            if g.measurements.contains(&reg.measurement) {
-                let v = u
-                    .detector
-                    .latest(r)
-                    .map(value_json)
-                    .unwrap_or(serde_json::Value::Null);
-                // Replace in place: no key allocation per register per poll.
-                match st.values.get_mut(&reg.name) {
-                    Some(slot) => *slot = v,
-                    None => {
-                        st.values.insert(reg.name.clone(), v);
-                    }
-                }
-            }
-        }
-        if let Some(f) = &u.machine.finish {
-            st.process_code = u
-                .detector
-                .latest(f.register)
-                .and_then(Value::as_f64)
-                .map(|v| v.round() as i64);
-            if let Some(Value::Str(b)) = f.batch_register.and_then(|b| u.detector.latest(b)) {
-                st.batch = Some(b.clone());
-            }
-        }
-        let now = Instant::now();
-        if u.spark_at
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-        {
-            let get =
-                |i: Option<usize>| i.and_then(|i| u.detector.latest(i)).and_then(Value::as_f64);
-            st.history
-                .push_back((unix_ms(ts), get(u.spark.0), get(u.spark.1)));
-            while st.history.len() > crate::status::HISTORY_LEN {
-                st.history.pop_front();
-            }
-            u.spark_at = Some(now);
-        }
-    }
-
     fn count_error(&mut self, ui: usize, kind: &'static str, text: &str) {
-        let mut st = lock(&self.units[ui].status);
-        *st.errors.entry(kind).or_insert(0) += 1;
-        st.last_error = Some(text.to_string());
+        self.units[ui].entry.error(kind, text);
     }
 
     /// Decode a block's reply into the machine's registers.
@@ -827,13 +611,7 @@ impl Poller {
     }
 
     fn advance(&mut self, ui: usize, gi: usize, now: Instant) {
-        let g = &mut self.units[ui].groups[gi];
-        g.next_due += g.interval;
-        if g.next_due <= now {
-            // Missed slots are skipped, keeping the schedule on its grid (no drift).
-            let behind = now.duration_since(g.next_due).as_nanos() / g.interval.as_nanos().max(1);
-            g.next_due += g.interval * (behind as u32 + 1);
-        }
+        self.schedule.advance(ui, gi, now);
     }
 
     fn send(&self, lines: Vec<String>) {
@@ -866,7 +644,7 @@ impl Poller {
         }
     }
 
-    /// The thread's loop: poll what is due, wait for the next due time or shutdown.
+    /// The thread's loop: wait for the next event, handle it, until shutdown.
     pub fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
         self.beat = Some(beat.clone());
         let mut summary_at = Instant::now() + SUMMARY_EVERY;
@@ -877,63 +655,82 @@ impl Poller {
                 summary_at += SUMMARY_EVERY;
                 self.summary(&mut last_counts);
             }
-            // Commands are taken on every turn: on a saturated endpoint a poll is always due
-            // and the wait below, which also takes them, is never reached. Bounded, so a
-            // flood of commands cannot stop polling.
-            for cmd in self
-                .commands
-                .try_iter()
-                .take(COMMANDS_PER_TURN)
-                .collect::<Vec<_>>()
-            {
-                self.handle(cmd);
+            match self.next_event(&shutdown) {
+                Event::Shutdown => break,
+                event => self.handle(event),
             }
-            let Some((ui, gi, due)) = self.next_due() else {
-                break;
-            };
-            let now = Instant::now();
-            if due > now {
-                let wait = (due - now).min(Duration::from_secs(1));
-                let commands = self.commands.clone();
-                select! {
-                    recv(shutdown) -> _ => break,
-                    recv(commands) -> cmd => {
-                        if let Ok(cmd) = cmd {
-                            self.handle(cmd);
-                        }
-                        continue;
-                    }
-                    default(wait) => continue,
-                }
-            }
-            if matches!(shutdown.try_recv(), Err(TryRecvError::Disconnected)) {
-                break;
-            }
-            let lines = self.poll_group(ui, gi, now);
-            self.advance(ui, gi, now);
-            self.send(lines);
         }
         self.client.transport().close();
+    }
+
+    /// Sleep until the next event: a command, or the next due time (at most `BEAT_EVERY`),
+    /// or shutdown. Commands come first but at most `COMMANDS_PER_TURN` between two polls:
+    /// on a saturated endpoint a poll is always due, and a flood of commands must not stop
+    /// polling either.
+    fn next_event(&mut self, shutdown: &Receiver<()>) -> Event {
+        if self.commands_in_turn < COMMANDS_PER_TURN {
+            if let Ok(cmd) = self.commands.try_recv() {
+                self.commands_in_turn += 1;
+                return Event::Command(cmd);
+            }
+        }
+        let now = Instant::now();
+        let wait = match self.next_due() {
+            Some((ui, gi, due)) if due <= now => {
+                if !matches!(shutdown.try_recv(), Err(TryRecvError::Empty)) {
+                    return Event::Shutdown;
+                }
+                self.commands_in_turn = 0;
+                return Event::Due(ui, gi);
+            }
+            Some((_, _, due)) => (due - now).min(BEAT_EVERY),
+            None => BEAT_EVERY,
+        };
+        select! {
+            recv(shutdown) -> _ => Event::Shutdown,
+            recv(self.commands) -> cmd => match cmd {
+                Ok(cmd) => Event::Command(cmd),
+                Err(_) => {
+                    // Every sender is gone: no more commands (and no busy loop on them).
+                    self.commands = crossbeam_channel::never();
+                    Event::Wake
+                }
+            },
+            default(wait) => Event::Wake,
+        }
+    }
+
+    /// The one handler of the loop's events (`Shutdown` ends the loop before it).
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Due(ui, gi) => {
+                let now = Instant::now();
+                let lines = self.poll_group(ui, gi, now);
+                self.advance(ui, gi, now);
+                self.send(lines);
+            }
+            Event::Command(cmd) => self.command(cmd),
+            Event::Wake | Event::Shutdown => {}
+        }
     }
 
     /// One line per machine at a low rate, instead of a line per poll.
     fn summary(&self, last: &mut [(u64, u64)]) {
         for (u, last) in self.units.iter().zip(last.iter_mut()) {
-            let st = lock(&u.status);
-            let errors: u64 = st.errors.values().sum();
+            let (online, polls, errors) = u.entry.counts();
             log::info!(
                 "machine {}: {}; {} polls and {} errors in the last {} min",
                 u.machine.name,
-                match st.online {
+                match online {
                     Some(true) => "online",
                     Some(false) => "offline",
                     None => "not polled yet",
                 },
-                st.polls - last.0,
+                polls - last.0,
                 errors - last.1,
                 SUMMARY_EVERY.as_secs() / 60
             );
-            *last = (st.polls, errors);
+            *last = (polls, errors);
         }
     }
 
@@ -944,7 +741,7 @@ impl Poller {
         for ui in 0..self.units.len() {
             for gi in 0..self.units[ui].groups.len() {
                 let now = Instant::now();
-                self.next_connect = now;
+                self.schedule.connect_now(now);
                 self.poll_group(ui, gi, now);
             }
             self.units[ui]
@@ -956,14 +753,8 @@ impl Poller {
     }
 }
 
-fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Float(f) => serde_json::Value::from(*f),
-        Value::Int(i) => serde_json::Value::from(*i),
-        Value::Bool(b) => serde_json::Value::from(*b),
-        Value::Str(s) => serde_json::Value::from(s.clone()),
-    }
-}
+pub mod batch;
+pub mod schedule;
 
 #[cfg(test)]
 mod tests;

@@ -1,23 +1,22 @@
-//! The shared status snapshot and thread liveness. Each thread owns and updates its own entry
-//! (a poller its machines, the uploader its own); readers (the status page, `demo`'s summary,
-//! the systemd watchdog) only look. There is no global: the board is created by the wiring
-//! function and handed to the threads that need it.
+//! The shared status snapshot, its types, and thread liveness. Each thread owns and updates
+//! its own entry (a poller its machines, the uploader and the outbox theirs; `update-status`
+//! its `UpdateStatus` cell); readers (the status page, `demo`'s summary, the systemd watchdog)
+//! only look. There is no global: the board is created by the wiring function and handed to
+//! the threads that need it. A poller writes its machines' entries through
+//! `machine::MachineEntry`, from the facts of each poll.
 
+pub mod machine;
+
+use crate::clock::unix_ms;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Lock, ignoring poisoning: a panicked writer leaves counters that are still worth showing.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -92,11 +91,66 @@ pub struct UploaderStatus {
     pub dropped_unstamped: u64,
 }
 
+/// What the status page shows of the outbox (written by the outbox thread).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutboxStatus {
+    pub pending: usize,
+    pub delivered: u64,
+    pub set_aside: u64,
+    pub last_result: String,
+}
+
+/// What the status page shows of the A/B root slots (written by the `update-status` thread,
+/// read from RAUC).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct SlotStatus {
+    pub name: String,
+    pub bootname: Option<String>,
+    /// `booted`, `inactive` or `active` (RAUC's slot state).
+    pub state: String,
+    /// `good` or `bad`, when the bootloader backend tells.
+    pub boot_status: Option<String>,
+    /// The version of the bundle installed into the slot.
+    pub version: Option<String>,
+    /// When that bundle was installed (ISO 8601, the device's clock at the time).
+    pub installed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct UpdateStatus {
+    /// The root slot this system runs from (`rootfs.1`), when RAUC knows.
+    pub booted: Option<String>,
+    /// The slot the bootloader will try first at the next boot.
+    pub primary: Option<String>,
+    /// Root slots only (class `rootfs`), in RAUC's order.
+    pub slots: Vec<SlotStatus>,
+    /// An update was installed into the other slot after the booted one and failed to boot
+    /// or to prove itself healthy: the bootloader came back to this slot.
+    pub rolled_back: bool,
+    /// When RAUC last answered (ms since the epoch).
+    pub checked_ms: i64,
+    /// Why the last try failed, if it did (the previous answer is kept).
+    pub error: Option<String>,
+}
+
+impl UpdateStatus {
+    pub fn booted_slot(&self) -> Option<&SlotStatus> {
+        let name = self.booted.as_deref()?;
+        self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// The root slot that is not booted (the one an install writes).
+    pub fn other_slot(&self) -> Option<&SlotStatus> {
+        let booted = self.booted.as_deref()?;
+        self.slots.iter().find(|s| s.name != booted)
+    }
+}
+
 #[derive(Default)]
 pub struct Board {
     pub machines: Vec<Arc<Mutex<MachineStatus>>>,
     pub uploader: Arc<Mutex<UploaderStatus>>,
-    pub outbox: Arc<Mutex<crate::batch::outbox::OutboxStatus>>,
+    pub outbox: Arc<Mutex<OutboxStatus>>,
 }
 
 #[derive(Serialize)]
@@ -105,11 +159,11 @@ pub struct Snapshot {
     pub time_ms: i64,
     pub machines: Vec<MachineStatus>,
     pub uploader: UploaderStatus,
-    pub outbox: crate::batch::outbox::OutboxStatus,
+    pub outbox: OutboxStatus,
     pub reload: ReloadStatus,
     /// The A/B root slots as RAUC reports them; absent without RAUC (only `version` then).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub update: Option<crate::update::UpdateStatus>,
+    pub update: Option<UpdateStatus>,
 }
 
 impl Board {

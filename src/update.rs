@@ -12,9 +12,9 @@
 //! holds up a page. Without RAUC (a development machine, a .deb install) the thread ends at
 //! its first try and the page shows just the gateway's version.
 
-use crate::status::{lock, unix_ms};
+use crate::clock::unix_ms;
+use crate::status::{lock, SlotStatus, UpdateStatus};
 use crossbeam_channel::{select, Receiver};
-use serde::Serialize;
 use serde_json::Value;
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -32,50 +32,6 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How soon a failed try is repeated: at boot RAUC's D-Bus service may still be starting, and
 /// the page should not say "did not answer" for a whole `REFRESH`.
 pub const RETRY: Duration = Duration::from_secs(15);
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct SlotStatus {
-    pub name: String,
-    pub bootname: Option<String>,
-    /// `booted`, `inactive` or `active` (RAUC's slot state).
-    pub state: String,
-    /// `good` or `bad`, when the bootloader backend tells.
-    pub boot_status: Option<String>,
-    /// The version of the bundle installed into the slot.
-    pub version: Option<String>,
-    /// When that bundle was installed (ISO 8601, the device's clock at the time).
-    pub installed: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct UpdateStatus {
-    /// The root slot this system runs from (`rootfs.1`), when RAUC knows.
-    pub booted: Option<String>,
-    /// The slot the bootloader will try first at the next boot.
-    pub primary: Option<String>,
-    /// Root slots only (class `rootfs`), in RAUC's order.
-    pub slots: Vec<SlotStatus>,
-    /// An update was installed into the other slot after the booted one and failed to boot
-    /// or to prove itself healthy: the bootloader came back to this slot.
-    pub rolled_back: bool,
-    /// When RAUC last answered (ms since the epoch).
-    pub checked_ms: i64,
-    /// Why the last try failed, if it did (the previous answer is kept).
-    pub error: Option<String>,
-}
-
-impl UpdateStatus {
-    pub fn booted_slot(&self) -> Option<&SlotStatus> {
-        let name = self.booted.as_deref()?;
-        self.slots.iter().find(|s| s.name == name)
-    }
-
-    /// The root slot that is not booted (the one an install writes).
-    pub fn other_slot(&self) -> Option<&SlotStatus> {
-        let booted = self.booted.as_deref()?;
-        self.slots.iter().find(|s| s.name != booted)
-    }
-}
 
 /// The slot name and object of one element of RAUC's `slots` array (`{"rootfs.0": {...}}`).
 fn slot_entry(v: &Value) -> Option<(&String, &Value)> {
@@ -239,25 +195,10 @@ pub fn program() -> Option<String> {
     }
 }
 
-/// Start the `update-status` thread if there is a RAUC to ask; dropping the returned sender
-/// stops it.
-pub fn start(
-    shared: Shared,
-) -> std::io::Result<Option<(std::thread::JoinHandle<()>, crossbeam_channel::Sender<()>)>> {
-    let Some(program) = program() else {
-        return Ok(None);
-    };
-    let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let h = std::thread::Builder::new()
-        .name("update-status".into())
-        .spawn(move || run(&program, shared, REFRESH, stop_rx))?;
-    Ok(Some((h, stop)))
-}
-
 /// The page's view of the slots: `None` until RAUC first answers, and for good without RAUC.
 pub type Shared = Arc<Mutex<Option<UpdateStatus>>>;
 
-/// The `update-status` loop: ask `program` now and every `every` until `shutdown` closes.
+/// The `update-status` loop (run by `app` when `program` finds a RAUC): ask `program` now and every `every` until `shutdown` closes.
 /// A failed try keeps the last answer and records the error beside it.
 pub fn run(program: &str, shared: Shared, every: Duration, shutdown: Receiver<()>) {
     let mut logged_error = false;

@@ -5,8 +5,8 @@
 
 use crate::config::{Config, Register};
 use crate::modbus::codec::{exception, Reply};
+use crate::modbus::transport_for;
 use crate::modbus::{Client, ModbusError};
-use crate::poller::transport_for;
 use crate::registers::{self, plan, Value};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ pub fn run(
         .unwrap_or(Duration::from_secs(5));
     let all: Vec<usize> = (0..m.registers.len()).collect();
     let mut blocks = plan::plan(&m.registers, &all, &m.limits);
-    let mut client = Client::new(transport_for(ep));
+    let mut client = Client::new(transport_for(&ep.kind, ep.timeout));
     let mut before: Option<Vec<Cell>> = None;
     let color = std::env::var_os("NO_COLOR").is_none();
     let mut n = 0u64;

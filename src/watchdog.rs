@@ -8,7 +8,6 @@
 use crate::status::Liveness;
 use crossbeam_channel::{select, Receiver};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub fn ready(status: &str) {
@@ -32,8 +31,9 @@ pub fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> 
     }
 }
 
-/// Threads wait at most about a second between loop turns; a thread is called stuck only
-/// after this long without one (or half the watchdog interval, if that is longer).
+/// Threads turn their loop at least every couple of seconds (a poller with nothing due every
+/// half of this); a thread is called stuck only after this long without a turn (or half the
+/// watchdog interval, if that is longer).
 pub const MIN_STUCK: Duration = Duration::from_secs(5);
 
 /// The watchdog loop: every `interval / 2`, `ping()` if no thread is older than `max_age`.
@@ -70,27 +70,21 @@ pub fn run(
     }
 }
 
-/// Start the watchdog thread when systemd asks for one (`WatchdogSec=`).
-pub fn spawn(
-    liveness: Arc<Liveness>,
-    shutdown: Receiver<()>,
-) -> std::io::Result<Option<JoinHandle<()>>> {
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return Ok(None);
-    };
+/// The watchdog's interval and the age after which a thread counts as stuck, when systemd asks
+/// for pings (`WatchdogSec=`); `app` then runs `run` on the `watchdog` thread.
+pub fn wanted() -> Option<(Duration, Duration)> {
+    let interval = sd_notify::watchdog_enabled()?;
     let max_age = (interval / 2).max(MIN_STUCK);
     log::info!(
         "systemd watchdog: {interval:?}; pinging every {:?} while no thread has been stuck for {max_age:?}",
         interval / 2
     );
-    std::thread::Builder::new()
-        .name("watchdog".into())
-        .spawn(move || {
-            run(liveness, interval, max_age, shutdown, || {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            })
-        })
-        .map(Some)
+    Some((interval, max_age))
+}
+
+/// One WATCHDOG=1 ping.
+pub fn ping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
 }
 
 #[cfg(test)]

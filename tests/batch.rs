@@ -845,8 +845,9 @@ fn silent_api() -> String {
 
 #[test]
 fn a_silent_api_never_stops_the_watchdog_pings_the_offers_or_a_quick_stop() {
-    use dyeing_gateway::batch::outbox::{Outbox, OutboxStatus, Payload, Settings};
+    use dyeing_gateway::batch::outbox::{Outbox, Payload, Settings};
     use dyeing_gateway::batch::FinishEvent;
+    use dyeing_gateway::status::OutboxStatus;
     use std::os::unix::net::UnixDatagram;
     use std::time::Instant;
     let dir = TempDir::new("silent-api");

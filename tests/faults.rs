@@ -201,6 +201,7 @@ fn a_power_cycling_device_is_reconnected_and_the_others_keep_their_schedule() {
         Box::new(MemoryBuffer::new(10_000)),
         settings,
         std::sync::Arc::new(Clock::new(dyeing_gateway::clock::SyncCheck::Off)),
+        None,
     )
     .expect("start");
     let board = running.board.clone();

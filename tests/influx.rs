@@ -185,10 +185,10 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
         .expect("parse"),
     )
     .expect("valid");
-    let influx_cfg = cfg.influx.clone().expect("influx");
+    let influx_cfg = cfg.influx.configured().expect("influx").clone();
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let rejected = dir.path().join("rejected.lp");
-    let up = Uploader::new(
+    let (up, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: 1000,
             flush_interval: Duration::from_millis(100),
@@ -205,6 +205,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
             dyeing_gateway::clock::SyncCheck::Off,
         )),
     );
+    std::thread::spawn(move || http_worker.run());
     let mut lines: Vec<String> = (0..40)
         .map(|i| format!("good,machine=m v={i}i {}", 1_700_000_000_000i64 + i))
         .collect();
@@ -256,8 +257,8 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
             .expect("parse"),
         )
         .expect("valid");
-        let influx_cfg = cfg.influx.clone().expect("influx");
-        let up = Uploader::new(
+        let influx_cfg = cfg.influx.configured().expect("influx").clone();
+        let (up, http_worker) = Uploader::new(
             Settings {
                 max_points_per_write: 1000,
                 flush_interval: Duration::from_millis(10),
@@ -274,6 +275,7 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
                 dyeing_gateway::clock::SyncCheck::Off,
             )),
         );
+        std::thread::spawn(move || http_worker.run());
         let (tx, rx) = crossbeam_channel::bounded(4);
         let liveness = dyeing_gateway::status::Liveness::default();
         let beat = liveness.register("uploader");

@@ -8,7 +8,8 @@
 use crate::tcp::{all_types, assert_decoded};
 use crate::util::*;
 use dyeing_gateway::config::{self, Config};
-use dyeing_gateway::poller::{transport_for, Poller};
+use dyeing_gateway::modbus::transport_for;
+use dyeing_gateway::poller::Poller;
 use dyeing_gateway::status::{lock, Liveness, MachineStatus};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -175,7 +176,7 @@ fn bus_faults_are_counted_and_healthy_slaves_keep_their_schedule() {
     let poller = Poller::new(
         &cfg,
         0,
-        transport_for(&cfg.endpoints[0]),
+        transport_for(&cfg.endpoints[0].kind, cfg.endpoints[0].timeout),
         &st,
         tx,
         std::sync::Arc::new(dyeing_gateway::clock::Clock::new(
@@ -298,7 +299,7 @@ fn a_serial_port_that_disappears_and_comes_back_is_reopened() {
     let mut poller = Poller::new(
         &cfg,
         0,
-        transport_for(&cfg.endpoints[0]),
+        transport_for(&cfg.endpoints[0].kind, cfg.endpoints[0].timeout),
         &st,
         tx,
         std::sync::Arc::new(dyeing_gateway::clock::Clock::new(

@@ -2,6 +2,7 @@
 //! certificates (a plant CA is trusted only when configured).
 
 use crate::util::*;
+use dyeing_gateway::app::trusted_roots;
 use dyeing_gateway::config;
 use dyeing_gateway::uploader::sink::{InfluxSink, Outcome, Sink};
 use serde_json::json;
@@ -183,7 +184,8 @@ fn https_verifies_the_server_and_trusts_a_configured_plant_ca() {
     };
     // Without the plant CA the self-signed chain is refused: no data is sent, it will retry.
     let c = cfg(None);
-    let mut sink = InfluxSink::new(c.influx.as_ref().expect("influx"), c.tls_ca.as_deref());
+    let roots = trusted_roots(&c).expect("no CA file");
+    let mut sink = InfluxSink::new(c.influx.configured().expect("influx"), roots.as_deref());
     let o = sink.write("m v=1i 1");
     assert!(
         matches!(&o, Outcome::Retry { reason, .. } if reason.to_lowercase().contains("certificate") || reason.to_lowercase().contains("issuer")),
@@ -191,7 +193,8 @@ fn https_verifies_the_server_and_trusts_a_configured_plant_ca() {
     );
     // With it, the write goes through.
     let c = cfg(Some(&ca));
-    let mut sink = InfluxSink::new(c.influx.as_ref().expect("influx"), c.tls_ca.as_deref());
+    let roots = trusted_roots(&c).expect("the plant CA");
+    let mut sink = InfluxSink::new(c.influx.configured().expect("influx"), roots.as_deref());
     assert_eq!(
         sink.write("m v=1i 1"),
         Outcome::Accepted,
@@ -199,10 +202,32 @@ fn https_verifies_the_server_and_trusts_a_configured_plant_ca() {
         server.dump()
     );
     assert!(server.output().contains("POST /api/v2/write"));
-    // A CA file that is not PEM is a configuration error at its JSON path.
+    // A CA file that is not PEM, or not there, is a configuration error at its JSON path when
+    // `check` or `run` starts (validation only checks the name; the file is read at start-up).
     let bad = dir.write("bad.pem", "not a certificate");
-    let j = json!({"tls": {"ca_file": bad}, "machines": [{"name": "M", "ip_address": "h", "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}]}]});
-    let e =
-        config::validate_raw(config::parse(&j.to_string()).expect("parse")).expect_err("invalid");
-    assert_eq!(e.0[0].path, "$.tls.ca_file");
+    for (file, says) in [
+        (bad.clone(), "holds no PEM certificate"),
+        (dir.path().join("absent.pem"), "cannot read"),
+    ] {
+        let j = json!({"influxdb": {"url": "http://127.0.0.1:9", "org": "o", "bucket": "b"}, "tls": {"ca_file": file}, "state_dir": dir.path().join("state"),
+            "machines": [{"name": "M", "ip_address": "h", "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}]}]});
+        let c = config::validate_raw(config::parse(&j.to_string()).expect("parse")).expect("valid");
+        let e = trusted_roots(&c).expect_err("unreadable CA");
+        assert_eq!(e.path, "$.tls.ca_file");
+        let file = dir.write("tls.json", &j.to_string());
+        for command in [&["check"][..], &["run", "--duration", "0"]] {
+            let args = [
+                &["--config", file.to_str().unwrap_or_default()][..],
+                command,
+            ]
+            .concat();
+            let out = gateway(&args, &[]);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command:?}: {err}");
+            assert!(
+                err.contains("$.tls.ca_file") && err.contains(says),
+                "{command:?}: {err}"
+            );
+        }
+    }
 }

@@ -22,7 +22,7 @@ fn sink(influx: &Influxd) -> InfluxSink {
         .expect("parse"),
     )
     .expect("valid");
-    InfluxSink::new(cfg.influx.as_ref().expect("influx"), None)
+    InfluxSink::new(cfg.influx.configured().expect("influx"), None)
 }
 
 fn settings() -> Settings {
@@ -87,7 +87,7 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
 
     influx.restart();
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let up = Uploader::new(
+    let (up, http_worker) = Uploader::new(
         settings(),
         Box::new(sink(&influx)),
         Box::new(spool),
@@ -96,6 +96,7 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
             dyeing_gateway::clock::SyncCheck::Off,
         )),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
     let live = Liveness::default();
     let beat = live.register("uploader");

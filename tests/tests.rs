@@ -11,6 +11,7 @@ mod faults;
 mod gateway;
 mod influx;
 mod journal;
+mod layers;
 mod rtu;
 mod scan;
 mod secrets;

@@ -38,7 +38,7 @@ fn upload_with_timeout(
     )
     .expect("valid");
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let up = Uploader::new(
+    let (up, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: batch,
             flush_interval: Duration::from_millis(50),
@@ -49,8 +49,8 @@ fn upload_with_timeout(
             journal: None,
         },
         Box::new(InfluxSink::new(
-            cfg.influx.as_ref().expect("influx"),
-            cfg.tls_ca.as_deref(),
+            cfg.influx.configured().expect("influx"),
+            None,
         )),
         Box::new(MemoryBuffer::new(100_000)),
         status.clone(),
@@ -58,6 +58,7 @@ fn upload_with_timeout(
             dyeing_gateway::clock::SyncCheck::Off,
         )),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded(4);
     let live = Liveness::default();
     let beat = live.register("uploader");

@@ -7,7 +7,7 @@
 //! problem and skipped; nothing is written. A machine listed twice in one answer gets only
 //! its first entry that can be written.
 
-use super::{BatchOrder, Command};
+use super::{BatchOrder, Command, MachineId};
 use crate::config::{BatchWrite, Config};
 use crate::status::Beat;
 use crossbeam_channel::{select, Receiver, Sender};
@@ -147,9 +147,15 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(config: &Config, url: String, commands: Vec<Sender<Command>>) -> Fetcher {
+    /// `ca`: the trusted CAs for https:// (`None`: Mozilla's roots).
+    pub fn new(
+        config: &Config,
+        ca: Option<&[ureq::tls::Certificate<'static>]>,
+        url: String,
+        commands: Vec<Sender<Command>>,
+    ) -> Fetcher {
         Fetcher {
-            agent: crate::http::agent(config.api.timeout, config.tls_ca.as_deref()),
+            agent: crate::http::agent(config.api.timeout, ca),
             url,
             interval: config.api.poll_interval,
             fields: (
@@ -260,7 +266,7 @@ impl Fetcher {
             }
             chosen.push((index, e.name.clone(), Vec::new()));
             let order = BatchOrder {
-                machine: index,
+                machine: MachineId(index),
                 name: e.name,
                 entry_id: e.id,
             };
@@ -291,7 +297,12 @@ impl Fetcher {
         // confirmation (a later listing of the same name is then a new batch: a re-dye).
         for &m in self.listed.difference(&listed) {
             if let Some(tx) = self.commands.get(self.owner[m]) {
-                let _ = tx.send_timeout(Command::NotListed { machine: m }, Duration::from_secs(1));
+                let _ = tx.send_timeout(
+                    Command::NotListed {
+                        machine: MachineId(m),
+                    },
+                    Duration::from_secs(1),
+                );
             }
         }
         self.listed = listed;
@@ -397,7 +408,7 @@ mod tests {
                 {"machine": "JET-01", "batch": "LOT-A", "id": 1}, {"machine": "JET-01", "batch": "LOT-B", "id": 2}]"#,
         );
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let mut f = Fetcher::new(&config, url, vec![tx]);
+        let mut f = Fetcher::new(&config, None, url, vec![tx]);
         for _ in 0..3 {
             let sent = f.fetch_once();
             let names: Vec<&str> = sent.iter().map(|o| o.name.as_str()).collect();

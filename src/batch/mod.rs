@@ -54,16 +54,21 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// What the outbox is asked to deliver; `machine` is the index in `Config::machines`, so the
-/// outbox can tell the owning poller once the item is on disk.
+/// A machine as the threads name it to each other: its index in `Config::machines` (the
+/// status board's `machines` follow the same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MachineId(pub usize);
+
+/// What the outbox is asked to deliver; `machine` lets the outbox tell the owning poller once
+/// the item is on disk.
 #[derive(Debug, Clone)]
 pub enum OutboxItem {
     Finish {
-        machine: usize,
+        machine: MachineId,
         event: FinishEvent,
     },
     Confirm {
-        machine: usize,
+        machine: MachineId,
         confirmation: Confirmation,
     },
 }
@@ -71,7 +76,7 @@ pub enum OutboxItem {
 /// A new batch for a machine, from the API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchOrder {
-    pub machine: usize,
+    pub machine: MachineId,
     pub name: String,
     pub entry_id: Option<String>,
 }
@@ -82,9 +87,9 @@ pub enum Command {
     /// Write this batch into the machine (after every safety check).
     Write(BatchOrder),
     /// The outbox has stored item `id` of machine `machine` durably.
-    Persisted { machine: usize, id: String },
+    Persisted { machine: MachineId, id: String },
     /// The API's latest answer lists no batch for this machine.
-    NotListed { machine: usize },
+    NotListed { machine: MachineId },
 }
 
 /// A random identifier in the UUID v4 layout.

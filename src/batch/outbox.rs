@@ -31,7 +31,7 @@ use super::{rfc3339, Command, Confirmation, FinishEvent, OutboxItem};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::durable::{Log, LogOptions};
-use crate::status::Beat;
+use crate::status::{Beat, OutboxStatus};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -141,15 +141,6 @@ pub struct Settings {
     pub audit: PathBuf,
     pub clock: Arc<Clock>,
     pub clock_wait: Duration,
-}
-
-/// What the status page shows of the outbox.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OutboxStatus {
-    pub pending: usize,
-    pub delivered: u64,
-    pub set_aside: u64,
-    pub last_result: String,
 }
 
 pub struct Outbox {
@@ -665,7 +656,7 @@ impl Outbox {
                             OutboxItem::Confirm { machine, confirmation } => (machine, Payload::Confirm(confirmation)),
                         };
                         if let Some(id) = self.add(payload) {
-                            if let Some(tx) = reply.get(machine) {
+                            if let Some(tx) = reply.get(machine.0) {
                                 let _ = tx.send_timeout(Command::Persisted { machine, id }, Duration::from_secs(1));
                             }
                         }

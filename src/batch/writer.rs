@@ -11,7 +11,9 @@
 //! write again); a crash after `written` leads to a confirmation, not a second write. Every
 //! write, refused write and would-be write (shadow mode) goes to the audit log.
 
-use super::{audit, fetch::check_name, new_id, rfc3339, state, BatchOrder, Confirmation};
+use super::{
+    audit, fetch::check_name, new_id, rfc3339, state, BatchOrder, Confirmation, MachineId,
+};
 use crate::clock::Clock;
 use crate::config::{BatchWrite, Register};
 use crate::modbus::codec::Reply;
@@ -329,7 +331,7 @@ impl BatchWriter {
             }
             if self.pending.is_none() {
                 self.pending = Some(BatchOrder {
-                    machine: 0,
+                    machine: MachineId(0),
                     name: last.name.clone(),
                     entry_id: last.entry_id.clone(),
                 });
@@ -492,7 +494,7 @@ mod tests {
 
     fn order(name: &str, id: Option<&str>) -> BatchOrder {
         BatchOrder {
-            machine: 0,
+            machine: MachineId(0),
             name: name.into(),
             entry_id: id.map(String::from),
         }

@@ -1,5 +1,7 @@
 use super::*;
 use serde_json::{json, Value as Json};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 // =============================================================================================
@@ -128,9 +130,8 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/dyeing-gateway"));
     assert!(c.tags.is_empty());
     // No InfluxDB is not an error of the file (`once` and `demo` work without one); `run`
-    // refuses it using `influx_problem`.
-    assert_eq!(c.influx, None);
-    assert_eq!(c.influx_problem.as_ref().unwrap().path, "$.influxdb.url");
+    // refuses it with the problem `InfluxSetting::Missing` carries.
+    assert_eq!(c.influx.configured().unwrap_err().path, "$.influxdb.url");
     assert!(c.provenance.is_empty());
 
     assert_eq!(c.endpoints.len(), 1);
@@ -1230,13 +1231,27 @@ fn unused_endpoints_are_dropped_and_indices_follow() {
 }
 
 #[test]
+fn a_ca_file_is_only_named_by_validation() {
+    // The file is read where the HTTP clients are built (`cli::trusted_roots`), so one that is
+    // not there yet still validates; an empty name counts as not set.
+    let mut j = base();
+    j["tls"] = json!({"ca_file": "/nonexistent/plant-ca.pem"});
+    assert_eq!(
+        valid(&j).tls_ca_file,
+        Some(PathBuf::from("/nonexistent/plant-ca.pem"))
+    );
+    j["tls"] = json!({"ca_file": ""});
+    assert_eq!(valid(&j).tls_ca_file, None);
+}
+
+#[test]
 fn influx_settings() {
     let mut j = base();
     j["influxdb"] = json!({
         "url": "http://influx:8086/", "org": "plant", "bucket": "dyeing", "token": "t0ken"
     });
     let c = valid(&j);
-    let influx = c.influx.unwrap();
+    let influx = c.influx.configured().unwrap();
     assert_eq!(influx.url, "http://influx:8086");
     assert_eq!(
         influx.api,
@@ -1246,11 +1261,11 @@ fn influx_settings() {
             token: crate::secret::Secret::new("t0ken"),
         }
     );
-    assert!(c.influx_problem.is_none());
 
     // A database and no bucket means the 1.x API.
     j["influxdb"] = json!({ "url": "http://influx:8086", "database": "dyeing" });
-    let influx = valid(&j).influx.unwrap();
+    let c = valid(&j);
+    let influx = c.influx.configured().unwrap();
     assert!(matches!(influx.api, InfluxApi::V1 { ref database, .. } if database == "dyeing"));
 
     j["influxdb"] = json!({ "url": "influx:8086", "api": "v3", "buffer_max_points": 10 });
@@ -1284,7 +1299,7 @@ fn load_reads_the_file() {
     let dir = TempDir::new("file");
     let path = dir.write("machines.json", &file_config().to_string());
     let c = load_from(&path, None, &HashMap::new());
-    assert_eq!(c.influx.as_ref().unwrap().url, "http://file:8086");
+    assert_eq!(c.influx.configured().unwrap().url, "http://file:8086");
     let file = path.display().to_string();
     let p = provenance(&c, "influxdb.url");
     assert_eq!(p.shown, "http://file:8086");
@@ -1307,7 +1322,7 @@ fn environment_beats_dotenv_beats_the_file() {
     let env = environment(&[("INFLUX_URL", "http://env:8086")]);
     // `.env` beside the config file is found without being named.
     let c = load_from(&path, None, &env);
-    let influx = c.influx.as_ref().unwrap();
+    let influx = c.influx.configured().unwrap();
     assert_eq!(influx.url, "http://env:8086");
     let InfluxApi::V2 { org, bucket, .. } = &influx.api else {
         panic!("v2 expected");
@@ -1346,7 +1361,7 @@ fn an_explicit_env_file_replaces_the_one_beside_the_config() {
     dir.write(".env", "INFLUX_URL=http://beside:8086\n");
     let other = dir.write("production.env", "INFLUX_URL=http://named:8086\n");
     let c = load_from(&path, Some(&other), &HashMap::new());
-    assert_eq!(c.influx.as_ref().unwrap().url, "http://named:8086");
+    assert_eq!(c.influx.configured().unwrap().url, "http://named:8086");
     assert_eq!(
         provenance(&c, "influxdb.url").source,
         Source::DotEnv(other, "INFLUX_URL".into())
@@ -1365,8 +1380,7 @@ fn the_environment_can_supply_what_the_file_lacks() {
         ("INFLUX_TOKEN", "tok"),
     ]);
     let c = load_from(&path, None, &env);
-    assert!(c.influx.is_some());
-    assert!(c.influx_problem.is_none());
+    assert!(c.influx.configured().is_ok());
 }
 
 #[test]
@@ -1378,7 +1392,7 @@ fn an_empty_environment_variable_does_not_override() {
     dir.write(".env", "INFLUX_ORG=dotenv-org\n");
     let env = environment(&[("INFLUX_TOKEN", ""), ("INFLUX_ORG", "")]);
     let c = load_from(&path, None, &env);
-    let InfluxApi::V2 { token, org, .. } = &c.influx.as_ref().unwrap().api else {
+    let InfluxApi::V2 { token, org, .. } = &c.influx.configured().unwrap().api else {
         panic!("v2 expected");
     };
     assert_eq!(token.expose(), "file-token");
@@ -1397,7 +1411,7 @@ fn an_empty_dotenv_entry_does_not_override() {
     let path = dir.write("machines.json", &file_config().to_string());
     dir.write(".env", "INFLUX_TOKEN=\nINFLUX_ORG=\n");
     let c = load_from(&path, None, &HashMap::new());
-    let InfluxApi::V2 { token, org, .. } = &c.influx.as_ref().unwrap().api else {
+    let InfluxApi::V2 { token, org, .. } = &c.influx.configured().unwrap().api else {
         panic!("v2 expected");
     };
     assert_eq!(token.expose(), "file-token");
@@ -1436,7 +1450,7 @@ fn the_token_is_never_shown() {
     assert_eq!(p.source, Source::Environment("INFLUX_TOKEN".into()));
     let everything = format!("{c:?}");
     assert!(!everything.contains("env-s3cret"), "{everything}");
-    let InfluxApi::V2 { token, .. } = &c.influx.as_ref().unwrap().api else {
+    let InfluxApi::V2 { token, .. } = &c.influx.configured().unwrap().api else {
         panic!("v2 expected");
     };
     assert_eq!(token.expose(), "env-s3cret");

@@ -2,9 +2,9 @@
 //! the codec, and turns a reply into data or a typed error. It holds no schedule: the endpoint
 //! poller decides what to ask and when.
 
+use super::codec::Table;
 use super::codec::{self, BuildError, Exception, FrameError, Reply, Request};
 use super::transport::{Transport, TransportError};
-use crate::config::RegisterKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModbusError {
@@ -70,10 +70,6 @@ impl Client {
         self.transport.is_open()
     }
 
-    pub fn framing_is_tcp(&self) -> bool {
-        self.transport.framing() == super::codec::Framing::Tcp
-    }
-
     fn next_transaction(&mut self) -> u16 {
         self.transaction = self.transaction.wrapping_add(1);
         self.transaction
@@ -91,7 +87,7 @@ impl Client {
     pub fn read(
         &mut self,
         unit: u8,
-        kind: RegisterKind,
+        kind: Table,
         address: u16,
         quantity: u16,
     ) -> Result<Reply, ModbusError> {

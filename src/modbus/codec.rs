@@ -6,7 +6,6 @@
 //! protocol address and count of registers or bits). An *ADU* is the frame on the wire: the PDU
 //! with the MBAP header (TCP) or the slave address and CRC (RTU).
 
-use crate::config::RegisterKind;
 use rmodbus::client::ModbusRequest;
 use rmodbus::ModbusProto;
 use std::fmt;
@@ -54,6 +53,38 @@ pub fn exception_name(code: u8) -> &'static str {
         0x0A => "gateway path unavailable",
         0x0B => "gateway target device failed to respond",
         _ => "unknown exception",
+    }
+}
+
+/// Modbus Application Protocol v1.1b, 6.1/6.3: at most 125 registers or 2000 bits per read.
+pub const SPEC_MAX_REGISTERS: u16 = 125;
+pub const SPEC_MAX_BITS: u16 = 2000;
+/// rmodbus accepts at most 123 registers in one TCP response buffer; the Modbus spec allows 125.
+pub const TCP_MAX_REGISTERS: u16 = 123;
+
+/// The four tables of the Modbus data model (Modbus Application Protocol v1.1b, 4.3): coils
+/// and discrete inputs hold bits, holding and input registers 16-bit words. The config calls
+/// a register's table its `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Coil,
+    DiscreteInput,
+    Holding,
+    Input,
+}
+
+impl Table {
+    pub fn is_bit(self) -> bool {
+        matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+    /// The name used in the config and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::DiscreteInput => "discrete_input",
+            Table::Holding => "holding",
+            Table::Input => "input",
+        }
     }
 }
 
@@ -130,12 +161,12 @@ pub struct Request {
     inner: ModbusRequest,
 }
 
-fn read_function(kind: RegisterKind) -> u8 {
+fn read_function(kind: Table) -> u8 {
     match kind {
-        RegisterKind::Coil => function::READ_COILS,
-        RegisterKind::DiscreteInput => function::READ_DISCRETE_INPUTS,
-        RegisterKind::Holding => function::READ_HOLDING_REGISTERS,
-        RegisterKind::Input => function::READ_INPUT_REGISTERS,
+        Table::Coil => function::READ_COILS,
+        Table::DiscreteInput => function::READ_DISCRETE_INPUTS,
+        Table::Holding => function::READ_HOLDING_REGISTERS,
+        Table::Input => function::READ_INPUT_REGISTERS,
     }
 }
 
@@ -157,17 +188,17 @@ pub fn read(
     framing: Framing,
     transaction: u16,
     unit: u8,
-    kind: RegisterKind,
+    kind: Table,
     address: u16,
     quantity: u16,
 ) -> Result<Request, BuildError> {
     let mut inner = new_request(framing, transaction, unit);
     let mut adu = Vec::with_capacity(12);
     match kind {
-        RegisterKind::Coil => inner.generate_get_coils(address, quantity, &mut adu),
-        RegisterKind::DiscreteInput => inner.generate_get_discretes(address, quantity, &mut adu),
-        RegisterKind::Holding => inner.generate_get_holdings(address, quantity, &mut adu),
-        RegisterKind::Input => inner.generate_get_inputs(address, quantity, &mut adu),
+        Table::Coil => inner.generate_get_coils(address, quantity, &mut adu),
+        Table::DiscreteInput => inner.generate_get_discretes(address, quantity, &mut adu),
+        Table::Holding => inner.generate_get_holdings(address, quantity, &mut adu),
+        Table::Input => inner.generate_get_inputs(address, quantity, &mut adu),
     }
     .map_err(BuildError)?;
     Ok(Request {

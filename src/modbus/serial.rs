@@ -6,11 +6,38 @@
 
 use super::codec::{Framing, Request};
 use super::transport::{read_rtu_adu, Transport, TransportError};
-use crate::config::{Parity, Rs485, SerialSettings};
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialSettings {
+    pub path: String,
+    pub baudrate: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+    /// Kernel RS-485 mode, set with the TIOCSRS485 ioctl when present.
+    pub rs485: Option<Rs485>,
+}
+
+/// Linux `struct serial_rs485` settings: RTS drives the transceiver's direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rs485 {
+    pub rts_on_send: bool,
+    pub rts_after_send: bool,
+    pub delay_before_send_ms: u32,
+    pub delay_after_send_ms: u32,
+    pub rx_during_tx: bool,
+}
 
 /// Bits on the wire per character: start, data, parity, stop.
 pub fn bits_per_char(s: &SerialSettings) -> u32 {
@@ -104,6 +131,16 @@ impl SerialTransport {
 impl Transport for SerialTransport {
     fn framing(&self) -> Framing {
         Framing::Rtu
+    }
+
+    /// A serial line has no connection to go stale: a silent unit is just silent.
+    fn reconnect_after_timeouts(&self) -> Option<u32> {
+        None
+    }
+
+    /// Stray input is flushed before each request.
+    fn close_after_bad_reply(&self) -> bool {
+        false
     }
 
     fn is_open(&self) -> bool {

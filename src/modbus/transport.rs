@@ -26,10 +26,21 @@ impl TransportError {
     }
 }
 
+/// Timeouts in a row after which a TCP connection is taken for half-open: one timeout keeps
+/// it (a late reply is discarded), two of different requests mean the peer is gone.
+pub const HALF_OPEN_TIMEOUTS: u32 = 2;
+
 /// One Modbus connection. Implementations keep the connection open between exchanges and
 /// reopen it on `open` after `close`.
 pub trait Transport: Send {
     fn framing(&self) -> Framing;
+    /// After how many timeouts in a row (of any unit behind it) the connection is closed and
+    /// opened again: a TCP stream whose peer lost power stays half-open and never errors by
+    /// itself, whatever framing it carries. `None`: a timeout says nothing about the link.
+    fn reconnect_after_timeouts(&self) -> Option<u32>;
+    /// Whether a garbled or misdirected reply leaves the connection out of step, so that it is
+    /// closed (MBAP: the next bytes may belong to any request).
+    fn close_after_bad_reply(&self) -> bool;
     fn is_open(&self) -> bool;
     fn open(&mut self) -> io::Result<()>;
     fn close(&mut self);
@@ -101,6 +112,14 @@ pub(crate) fn read_full<R: Read + ?Sized>(
 impl Transport for TcpTransport {
     fn framing(&self) -> Framing {
         Framing::Tcp
+    }
+
+    fn reconnect_after_timeouts(&self) -> Option<u32> {
+        Some(HALF_OPEN_TIMEOUTS)
+    }
+
+    fn close_after_bad_reply(&self) -> bool {
+        true
     }
 
     fn is_open(&self) -> bool {
@@ -232,6 +251,13 @@ impl RtuOverTcpTransport {
 impl Transport for RtuOverTcpTransport {
     fn framing(&self) -> Framing {
         Framing::Rtu
+    }
+    fn reconnect_after_timeouts(&self) -> Option<u32> {
+        Some(HALF_OPEN_TIMEOUTS)
+    }
+    /// Stray input is discarded before each request, so the next exchange starts clean.
+    fn close_after_bad_reply(&self) -> bool {
+        false
     }
     fn is_open(&self) -> bool {
         self.inner.is_open()

@@ -2,9 +2,11 @@
 //! transport (the simulator's own request handler), so timing is in the test's hands.
 
 use super::*;
+use crate::batch::MachineId;
 use crate::config;
 use crate::modbus::codec::{Framing, Request};
 use crate::simulate::{self, Bus, SimMachine};
+use crate::status::lock;
 use std::collections::BTreeMap;
 
 /// Answers through the simulator; units listed in `dead` never answer (a timeout).
@@ -18,6 +20,12 @@ struct InMemory {
 impl Transport for InMemory {
     fn framing(&self) -> Framing {
         Framing::Tcp
+    }
+    fn reconnect_after_timeouts(&self) -> Option<u32> {
+        Some(crate::modbus::transport::HALF_OPEN_TIMEOUTS)
+    }
+    fn close_after_bad_reply(&self) -> bool {
+        true
     }
     fn is_open(&self) -> bool {
         self.open
@@ -105,18 +113,6 @@ fn machines_on_one_endpoint_share_it_and_groups_follow_their_intervals() {
 }
 
 #[test]
-fn the_schedule_skips_missed_slots_without_drifting() {
-    let cfg = two_machines();
-    let (mut p, _, _) = poller(&cfg, vec![]);
-    let t0 = p.units[0].groups[0].next_due;
-    p.advance(0, 0, t0);
-    assert_eq!(p.units[0].groups[0].next_due, t0 + Duration::from_secs(1));
-    // Polled 3.5 s late: the next slot is on the original 1 s grid, at t0 + 4 s.
-    p.advance(0, 0, t0 + Duration::from_millis(3500));
-    assert_eq!(p.units[0].groups[0].next_due, t0 + Duration::from_secs(4));
-}
-
-#[test]
 fn a_dead_unit_costs_one_timeout_then_backs_off_while_the_other_keeps_its_schedule() {
     let cfg = two_machines();
     let (mut p, log, st) = poller(&cfg, vec![2]);
@@ -137,7 +133,7 @@ fn a_dead_unit_costs_one_timeout_then_backs_off_while_the_other_keeps_its_schedu
     assert!(lock(&st[1]).errors.get("timeout").copied().unwrap_or(0) >= 1);
     // The dead unit is retried only after its backoff, so most requests go to the live one.
     assert!(alive > dead, "alive {alive}, dead {dead}: {asked:?}");
-    assert!(p.units[1].resume_at.is_some());
+    assert!(p.schedule.backing_off(1));
 }
 
 #[test]
@@ -186,4 +182,54 @@ fn a_read_once_register_is_read_per_connection_and_written_with_its_measurement(
     let (ui, gi, due) = p.next_due().expect("due");
     p.poll_group(ui, gi, due);
     assert_eq!(lock(&log).len(), 7);
+}
+
+#[test]
+fn the_loop_takes_commands_first_but_polls_between_floods_and_sleeps_until_due() {
+    let cfg = two_machines();
+    let (mut p, _, _) = poller(&cfg, vec![]);
+    let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(64);
+    p.commands = cmd_rx;
+    for _ in 0..COMMANDS_PER_TURN + 2 {
+        cmd_tx
+            .send(Command::NotListed {
+                machine: MachineId(0),
+            })
+            .expect("send");
+    }
+    let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+    let mut kinds = String::new();
+    for _ in 0..COMMANDS_PER_TURN + 6 {
+        let event = p.next_event(&stop);
+        kinds.push(match event {
+            Event::Command(_) => 'c',
+            Event::Due(..) => 'd',
+            Event::Wake => 'w',
+            Event::Shutdown => 's',
+        });
+        if let Event::Due(ui, gi) = event {
+            // Polled: the group's next slot is a second away.
+            p.advance(ui, gi, Instant::now());
+        }
+    }
+    // Both machines' two groups are due at the start: 16 commands, a poll, the last two
+    // commands, then the other three due groups.
+    assert_eq!(kinds, format!("{}dccddd", "c".repeat(COMMANDS_PER_TURN)));
+    // Nothing due for a second: the wait ends with the next due time, not before.
+    let started = Instant::now();
+    assert!(matches!(p.next_event(&stop), Event::Wake));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // A command wakes it at once.
+    cmd_tx
+        .send(Command::NotListed {
+            machine: MachineId(0),
+        })
+        .expect("send");
+    assert!(matches!(p.next_event(&stop), Event::Command(_)));
+    drop(stop_tx);
+    assert!(matches!(p.next_event(&stop), Event::Shutdown));
 }

@@ -1,10 +1,80 @@
 //! Registers to values and back: one generic decoder driven by the register's configured type,
 //! byte/word order, string layout, scale and offset, and its inverse (`encode`, used by the
 //! simulator and the batch writer). `plan` groups registers into read blocks.
+//!
+//! The decoder's words (`DataType`, `WordOrder`, `StringOrder`) are defined here; a register is
+//! seen through the `Field` trait (where it is, how it is laid out), so this module knows
+//! nothing of the config that describes it.
 
 pub mod plan;
 
-use crate::config::{DataType, Register, StringOrder, WordOrder};
+use crate::modbus::Table;
+
+/// Order of the bytes of a multi-register value, `A` being the most significant byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WordOrder {
+    Abcd,
+    Cdab,
+    Badc,
+    Dcba,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringOrder {
+    HighFirst,
+    LowFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Bool,
+    /// One bit (0..=15) of a 16-bit register.
+    Bit(u8),
+    Int16,
+    UInt16,
+    Int32,
+    UInt32,
+    Int64,
+    UInt64,
+    Float32,
+    Float64,
+    /// `len` registers of two ASCII characters each.
+    Str {
+        len: u16,
+        order: StringOrder,
+    },
+}
+
+impl DataType {
+    /// How many registers (or bits, for coils and discrete inputs) a value of this type occupies.
+    pub fn quantity(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::Bit(_) | DataType::Int16 | DataType::UInt16 => 1,
+            DataType::Int32 | DataType::UInt32 | DataType::Float32 => 2,
+            DataType::Int64 | DataType::UInt64 | DataType::Float64 => 4,
+            DataType::Str { len, .. } => len,
+        }
+    }
+}
+
+/// What the decoder and the read planner need to know of a register: where it is and how its
+/// words become a value. The config's `Register` is one; this module knows nothing of the rest
+/// of it (name, measurement, deadband).
+pub trait Field {
+    fn table(&self) -> Table;
+    fn address(&self) -> u16;
+    fn data_type(&self) -> DataType;
+    fn order(&self) -> WordOrder;
+    fn scale(&self) -> Option<f64>;
+    fn offset(&self) -> Option<f64>;
+    fn quantity(&self) -> u16 {
+        self.data_type().quantity()
+    }
+    /// Scaled values are always floats, so a scale change never changes the field's type.
+    fn is_scaled(&self) -> bool {
+        self.scale().is_some() || self.offset().is_some()
+    }
+}
 
 /// A decoded field value, typed the way it goes into InfluxDB.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,8 +210,8 @@ fn widen(f: f32) -> f64 {
 
 /// Apply scale and offset. An integer register scaled by 0.1 is rounded to one decimal, so
 /// `304 * 0.1` is written as `30.4`, not `30.400000000000002`.
-fn scaled(reg: &Register, raw: f64, integer: bool) -> Result<Value, DecodeError> {
-    let (scale, offset) = (reg.scale.unwrap_or(1.0), reg.offset.unwrap_or(0.0));
+fn scaled<F: Field + ?Sized>(reg: &F, raw: f64, integer: bool) -> Result<Value, DecodeError> {
+    let (scale, offset) = (reg.scale().unwrap_or(1.0), reg.offset().unwrap_or(0.0));
     let mut v = raw * scale + offset;
     if integer && v.is_finite() {
         let p = 10f64.powi(decimals(scale).max(decimals(offset)) as i32);
@@ -155,7 +225,7 @@ fn scaled(reg: &Register, raw: f64, integer: bool) -> Result<Value, DecodeError>
 }
 
 /// Decode a register from its words (holding and input registers).
-pub fn decode_words(reg: &Register, words: &[u16]) -> Result<Value, DecodeError> {
+pub fn decode_words<F: Field + ?Sized>(reg: &F, words: &[u16]) -> Result<Value, DecodeError> {
     let need = usize::from(reg.quantity());
     if words.len() < need {
         return Err(DecodeError::Short {
@@ -165,8 +235,8 @@ pub fn decode_words(reg: &Register, words: &[u16]) -> Result<Value, DecodeError>
     }
     let words = &words[..need];
     let mut b = [0u8; 8];
-    to_be_bytes(words, reg.order, &mut b);
-    let int: i128 = match reg.data_type {
+    to_be_bytes(words, reg.order(), &mut b);
+    let int: i128 = match reg.data_type() {
         DataType::Str { order, .. } => return Ok(Value::Str(decode_string(words, order))),
         DataType::Bit(bit) => {
             let w = u16::from_be_bytes([b[0], b[1]]);
@@ -205,8 +275,8 @@ pub fn decode_bit(bit: bool) -> Value {
 
 /// Encode a value into the register words that `decode_words` reads back as the same value
 /// (before scale: the caller passes the raw number). Used by the simulator.
-pub fn encode_words(reg: &Register, raw: &Value) -> Vec<u16> {
-    if let DataType::Str { len, order } = reg.data_type {
+pub fn encode_words<F: Field + ?Sized>(reg: &F, raw: &Value) -> Vec<u16> {
+    if let DataType::Str { len, order } = reg.data_type() {
         let text = match raw {
             Value::Str(s) => s.as_str(),
             _ => "",
@@ -214,7 +284,7 @@ pub fn encode_words(reg: &Register, raw: &Value) -> Vec<u16> {
         return encode_string(text, len, order);
     }
     let x = raw.as_f64().unwrap_or(0.0);
-    let bytes: Vec<u8> = match reg.data_type {
+    let bytes: Vec<u8> = match reg.data_type() {
         DataType::Bool => vec![0, u8::from(x != 0.0)],
         DataType::Bit(bit) => ((u16::from(x != 0.0)) << bit).to_be_bytes().to_vec(),
         DataType::Int16 => (x as i16).to_be_bytes().to_vec(),
@@ -233,7 +303,7 @@ pub fn encode_words(reg: &Register, raw: &Value) -> Vec<u16> {
         DataType::Float64 => x.to_be_bytes().to_vec(),
         DataType::Str { .. } => Vec::new(),
     };
-    from_be_bytes(&bytes, reg.order)
+    from_be_bytes(&bytes, reg.order())
 }
 
 #[cfg(test)]

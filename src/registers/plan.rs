@@ -5,12 +5,22 @@
 //! bridged block with exception 02 (illegal data address) gets that block `split`: first into
 //! the runs of registers actually configured, then into single registers.
 
-use crate::config::{DeviceLimits, Register, RegisterKind};
+use super::Field;
+use crate::modbus::Table;
+
+/// A device's limits for coalescing reads into read blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    pub max_registers: u16,
+    pub max_bits: u16,
+    /// Largest run of unused registers (or bits) bridged inside one read block.
+    pub max_gap: u16,
+}
 
 /// One request's worth of registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBlock {
-    pub kind: RegisterKind,
+    pub kind: Table,
     pub address: u16,
     pub quantity: u16,
     /// Indices into the machine's register list of the registers this block serves.
@@ -23,17 +33,17 @@ impl ReadBlock {
     }
 }
 
-fn span(r: &Register) -> (u32, u32) {
-    let start = u32::from(r.address);
+fn span<F: Field>(r: &F) -> (u32, u32) {
+    let start = u32::from(r.address());
     (start, start + u32::from(r.quantity()))
 }
 
-fn cover(registers: &[Register], members: &[usize], limit: u16, max_gap: u16) -> Vec<ReadBlock> {
+fn cover<F: Field>(registers: &[F], members: &[usize], limit: u16, max_gap: u16) -> Vec<ReadBlock> {
     let mut sorted: Vec<usize> = members.to_vec();
     sorted.sort_by_key(|&i| {
         (
-            registers[i].kind,
-            registers[i].address,
+            registers[i].table(),
+            registers[i].address(),
             registers[i].quantity(),
         )
     });
@@ -44,7 +54,7 @@ fn cover(registers: &[Register], members: &[usize], limit: u16, max_gap: u16) ->
         if let Some(b) = blocks.last_mut() {
             let gap = start.saturating_sub(b.end());
             let new_end = end.max(b.end());
-            if b.kind == r.kind
+            if b.kind == r.table()
                 && gap <= u32::from(max_gap)
                 && new_end - u32::from(b.address) <= u32::from(limit)
             {
@@ -54,8 +64,8 @@ fn cover(registers: &[Register], members: &[usize], limit: u16, max_gap: u16) ->
             }
         }
         blocks.push(ReadBlock {
-            kind: r.kind,
-            address: r.address,
+            kind: r.table(),
+            address: r.address(),
             quantity: (end - start) as u16,
             members: vec![i],
         });
@@ -64,9 +74,10 @@ fn cover(registers: &[Register], members: &[usize], limit: u16, max_gap: u16) ->
 }
 
 /// Plan the read blocks for `members` (indices into `registers`).
-pub fn plan(registers: &[Register], members: &[usize], limits: &DeviceLimits) -> Vec<ReadBlock> {
-    let (bits, words): (Vec<usize>, Vec<usize>) =
-        members.iter().partition(|&&i| registers[i].kind.is_bit());
+pub fn plan<F: Field>(registers: &[F], members: &[usize], limits: &DeviceLimits) -> Vec<ReadBlock> {
+    let (bits, words): (Vec<usize>, Vec<usize>) = members
+        .iter()
+        .partition(|&&i| registers[i].table().is_bit());
     let mut out = cover(registers, &words, limits.max_registers, limits.max_gap);
     out.extend(cover(registers, &bits, limits.max_bits, limits.max_gap));
     out
@@ -74,8 +85,8 @@ pub fn plan(registers: &[Register], members: &[usize], limits: &DeviceLimits) ->
 
 /// Split a block the device refused with exception 02. Returns `None` when the block already
 /// holds a single register: then that register itself is unreadable.
-pub fn split(
-    registers: &[Register],
+pub fn split<F: Field>(
+    registers: &[F],
     block: &ReadBlock,
     limits: &DeviceLimits,
 ) -> Option<Vec<ReadBlock>> {
@@ -99,8 +110,8 @@ pub fn split(
             .map(|&i| {
                 let r = &registers[i];
                 ReadBlock {
-                    kind: r.kind,
-                    address: r.address,
+                    kind: r.table(),
+                    address: r.address(),
                     quantity: r.quantity(),
                     members: vec![i],
                 }

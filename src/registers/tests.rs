@@ -1,6 +1,8 @@
 use super::plan::{plan, split, ReadBlock};
 use super::*;
-use crate::config::{DeviceLimits, Measurement, RegisterKind};
+use crate::config::{Measurement, Register};
+use crate::modbus::Table;
+use plan::DeviceLimits;
 
 const ORDERS: [WordOrder; 4] = [
     WordOrder::Abcd,
@@ -13,7 +15,7 @@ const ORDERS: [WordOrder; 4] = [
 fn reg(data_type: DataType, order: WordOrder) -> Register {
     Register {
         name: "r".into(),
-        kind: RegisterKind::Holding,
+        kind: Table::Holding,
         address: 0,
         data_type,
         order,
@@ -839,7 +841,7 @@ const LIMITS: DeviceLimits = DeviceLimits {
 };
 
 /// A register of `kind` at `address`; `data_type` decides how many registers it spans.
-fn at(kind: RegisterKind, address: u16, data_type: DataType) -> Register {
+fn at(kind: Table, address: u16, data_type: DataType) -> Register {
     Register {
         name: format!("{}_{address}", kind.as_str()),
         kind,
@@ -849,18 +851,18 @@ fn at(kind: RegisterKind, address: u16, data_type: DataType) -> Register {
 }
 
 fn holding(address: u16) -> Register {
-    at(RegisterKind::Holding, address, DataType::UInt16)
+    at(Table::Holding, address, DataType::UInt16)
 }
 
 fn coil(address: u16) -> Register {
-    at(RegisterKind::Coil, address, DataType::Bool)
+    at(Table::Coil, address, DataType::Bool)
 }
 
 fn all(registers: &[Register]) -> Vec<usize> {
     (0..registers.len()).collect()
 }
 
-fn block(kind: RegisterKind, address: u16, quantity: u16, members: &[usize]) -> ReadBlock {
+fn block(kind: Table, address: u16, quantity: u16, members: &[usize]) -> ReadBlock {
     ReadBlock {
         kind,
         address,
@@ -873,22 +875,19 @@ fn block(kind: RegisterKind, address: u16, quantity: u16, members: &[usize]) -> 
 fn contiguous_registers_are_one_block() {
     let regs: Vec<Register> = (0..10).map(holding).collect();
     let blocks = plan(&regs, &all(&regs), &LIMITS);
-    assert_eq!(
-        blocks,
-        vec![block(RegisterKind::Holding, 0, 10, &all(&regs))]
-    );
+    assert_eq!(blocks, vec![block(Table::Holding, 0, 10, &all(&regs))]);
 }
 
 #[test]
 fn multi_register_values_extend_the_block() {
     let regs = vec![
-        at(RegisterKind::Holding, 100, DataType::Float32), // 100..102
-        at(RegisterKind::Holding, 102, DataType::UInt16),  // 102
-        at(RegisterKind::Holding, 103, DataType::Float64), // 103..107
+        at(Table::Holding, 100, DataType::Float32), // 100..102
+        at(Table::Holding, 102, DataType::UInt16),  // 102
+        at(Table::Holding, 103, DataType::Float64), // 103..107
     ];
     assert_eq!(
         plan(&regs, &all(&regs), &LIMITS),
-        vec![block(RegisterKind::Holding, 100, 7, &[0, 1, 2])]
+        vec![block(Table::Holding, 100, 7, &[0, 1, 2])]
     );
 }
 
@@ -898,7 +897,7 @@ fn registers_are_sorted_by_address() {
     let regs = vec![holding(5), holding(3), holding(4)];
     assert_eq!(
         plan(&regs, &all(&regs), &LIMITS),
-        vec![block(RegisterKind::Holding, 3, 3, &[1, 2, 0])]
+        vec![block(Table::Holding, 3, 3, &[1, 2, 0])]
     );
 }
 
@@ -908,7 +907,7 @@ fn gap_up_to_max_gap_is_bridged() {
     let regs = vec![holding(0), holding(11)];
     assert_eq!(
         plan(&regs, &all(&regs), &LIMITS),
-        vec![block(RegisterKind::Holding, 0, 12, &[0, 1])]
+        vec![block(Table::Holding, 0, 12, &[0, 1])]
     );
 }
 
@@ -919,8 +918,8 @@ fn gap_larger_than_max_gap_is_not_bridged() {
     assert_eq!(
         plan(&regs, &all(&regs), &LIMITS),
         vec![
-            block(RegisterKind::Holding, 0, 1, &[0]),
-            block(RegisterKind::Holding, 12, 1, &[1]),
+            block(Table::Holding, 0, 1, &[0]),
+            block(Table::Holding, 12, 1, &[1]),
         ]
     );
 }
@@ -935,8 +934,8 @@ fn max_gap_zero_bridges_nothing_but_joins_neighbours() {
     assert_eq!(
         plan(&regs, &all(&regs), &limits),
         vec![
-            block(RegisterKind::Holding, 0, 2, &[0, 1]),
-            block(RegisterKind::Holding, 3, 1, &[2]),
+            block(Table::Holding, 0, 2, &[0, 1]),
+            block(Table::Holding, 3, 1, &[2]),
         ]
     );
 }
@@ -953,9 +952,9 @@ fn blocks_stay_within_max_registers() {
     assert_eq!(
         blocks,
         vec![
-            block(RegisterKind::Holding, 0, 10, &(0..10).collect::<Vec<_>>()),
-            block(RegisterKind::Holding, 10, 10, &(10..20).collect::<Vec<_>>()),
-            block(RegisterKind::Holding, 20, 5, &(20..25).collect::<Vec<_>>()),
+            block(Table::Holding, 0, 10, &(0..10).collect::<Vec<_>>()),
+            block(Table::Holding, 10, 10, &(10..20).collect::<Vec<_>>()),
+            block(Table::Holding, 20, 5, &(20..25).collect::<Vec<_>>()),
         ]
     );
 }
@@ -968,13 +967,13 @@ fn a_value_never_straddles_two_blocks() {
         ..LIMITS
     };
     let mut regs: Vec<Register> = (0..9).map(holding).collect();
-    regs.push(at(RegisterKind::Holding, 9, DataType::Float32));
+    regs.push(at(Table::Holding, 9, DataType::Float32));
     let blocks = plan(&regs, &all(&regs), &limits);
     assert_eq!(
         blocks,
         vec![
-            block(RegisterKind::Holding, 0, 9, &(0..9).collect::<Vec<_>>()),
-            block(RegisterKind::Holding, 9, 2, &[9]),
+            block(Table::Holding, 0, 9, &(0..9).collect::<Vec<_>>()),
+            block(Table::Holding, 9, 2, &[9]),
         ]
     );
 }
@@ -996,24 +995,24 @@ fn a_bridged_gap_counts_against_the_limit() {
 #[test]
 fn kinds_never_share_a_block() {
     let regs = vec![
-        at(RegisterKind::Holding, 0, DataType::UInt16),
-        at(RegisterKind::Input, 1, DataType::UInt16),
-        at(RegisterKind::Holding, 1, DataType::UInt16),
-        at(RegisterKind::Input, 0, DataType::UInt16),
-        at(RegisterKind::Coil, 0, DataType::Bool),
-        at(RegisterKind::DiscreteInput, 1, DataType::Bool),
-        at(RegisterKind::Coil, 1, DataType::Bool),
-        at(RegisterKind::DiscreteInput, 0, DataType::Bool),
+        at(Table::Holding, 0, DataType::UInt16),
+        at(Table::Input, 1, DataType::UInt16),
+        at(Table::Holding, 1, DataType::UInt16),
+        at(Table::Input, 0, DataType::UInt16),
+        at(Table::Coil, 0, DataType::Bool),
+        at(Table::DiscreteInput, 1, DataType::Bool),
+        at(Table::Coil, 1, DataType::Bool),
+        at(Table::DiscreteInput, 0, DataType::Bool),
     ];
     let mut blocks = plan(&regs, &all(&regs), &LIMITS);
     blocks.sort_by_key(|b| b.kind);
     assert_eq!(
         blocks,
         vec![
-            block(RegisterKind::Coil, 0, 2, &[4, 6]),
-            block(RegisterKind::DiscreteInput, 0, 2, &[7, 5]),
-            block(RegisterKind::Holding, 0, 2, &[0, 2]),
-            block(RegisterKind::Input, 0, 2, &[3, 1]),
+            block(Table::Coil, 0, 2, &[4, 6]),
+            block(Table::DiscreteInput, 0, 2, &[7, 5]),
+            block(Table::Holding, 0, 2, &[0, 2]),
+            block(Table::Input, 0, 2, &[3, 1]),
         ]
     );
 }
@@ -1022,7 +1021,7 @@ fn kinds_never_share_a_block() {
 fn adjacent_holding_and_input_registers_stay_apart() {
     // Holding 0..=4 and input 5..=9 are contiguous in numbers but different tables.
     let mut regs: Vec<Register> = (0..5).map(holding).collect();
-    regs.extend((5..10).map(|a| at(RegisterKind::Input, a, DataType::UInt16)));
+    regs.extend((5..10).map(|a| at(Table::Input, a, DataType::UInt16)));
     let blocks = plan(&regs, &all(&regs), &LIMITS);
     assert_eq!(blocks.len(), 2);
     assert!(blocks
@@ -1040,7 +1039,7 @@ fn coils_use_max_bits() {
     let regs: Vec<Register> = (0..100).map(coil).collect();
     assert_eq!(
         plan(&regs, &all(&regs), &limits),
-        vec![block(RegisterKind::Coil, 0, 100, &all(&regs))]
+        vec![block(Table::Coil, 0, 100, &all(&regs))]
     );
     let limits = DeviceLimits {
         max_bits: 16,
@@ -1055,12 +1054,12 @@ fn coils_use_max_bits() {
 fn registers_sharing_an_address_share_a_block() {
     // Two bits of one status word are read once.
     let regs = vec![
-        at(RegisterKind::Holding, 5, DataType::Bit(0)),
-        at(RegisterKind::Holding, 5, DataType::Bit(7)),
+        at(Table::Holding, 5, DataType::Bit(0)),
+        at(Table::Holding, 5, DataType::Bit(7)),
     ];
     assert_eq!(
         plan(&regs, &all(&regs), &LIMITS),
-        vec![block(RegisterKind::Holding, 5, 1, &[0, 1])]
+        vec![block(Table::Holding, 5, 1, &[0, 1])]
     );
 }
 
@@ -1071,8 +1070,8 @@ fn only_the_given_members_are_planned() {
     assert_eq!(
         plan(&regs, &[3, 0], &LIMITS),
         vec![
-            block(RegisterKind::Holding, 0, 1, &[0]),
-            block(RegisterKind::Holding, 50, 1, &[3]),
+            block(Table::Holding, 0, 1, &[0]),
+            block(Table::Holding, 50, 1, &[3]),
         ]
     );
     assert_eq!(plan(&regs, &[], &LIMITS), vec![]);
@@ -1081,12 +1080,12 @@ fn only_the_given_members_are_planned() {
 #[test]
 fn a_value_at_the_end_of_the_address_space() {
     let regs = vec![
-        at(RegisterKind::Holding, 65532, DataType::Float64), // 65532..=65535
+        at(Table::Holding, 65532, DataType::Float64), // 65532..=65535
         holding(65530),
     ];
     assert_eq!(
         plan(&regs, &all(&regs), &LIMITS),
-        vec![block(RegisterKind::Holding, 65530, 6, &[1, 0])]
+        vec![block(Table::Holding, 65530, 6, &[1, 0])]
     );
 }
 
@@ -1166,10 +1165,7 @@ fn split_goes_from_bridged_block_to_runs_to_single_registers() {
     // Registers 0, 1, 2 and 5, 6: one block 0..7 that bridges the unused 3 and 4.
     let regs = vec![holding(0), holding(1), holding(2), holding(5), holding(6)];
     let blocks = plan(&regs, &all(&regs), &LIMITS);
-    assert_eq!(
-        blocks,
-        vec![block(RegisterKind::Holding, 0, 7, &[0, 1, 2, 3, 4])]
-    );
+    assert_eq!(blocks, vec![block(Table::Holding, 0, 7, &[0, 1, 2, 3, 4])]);
 
     // A device that refuses the block (exception 02) may not have registers 3 and 4: read
     // only the runs actually configured.
@@ -1177,8 +1173,8 @@ fn split_goes_from_bridged_block_to_runs_to_single_registers() {
     assert_eq!(
         runs,
         vec![
-            block(RegisterKind::Holding, 0, 3, &[0, 1, 2]),
-            block(RegisterKind::Holding, 5, 2, &[3, 4]),
+            block(Table::Holding, 0, 3, &[0, 1, 2]),
+            block(Table::Holding, 5, 2, &[3, 4]),
         ]
     );
 
@@ -1187,9 +1183,9 @@ fn split_goes_from_bridged_block_to_runs_to_single_registers() {
     assert_eq!(
         singles,
         vec![
-            block(RegisterKind::Holding, 0, 1, &[0]),
-            block(RegisterKind::Holding, 1, 1, &[1]),
-            block(RegisterKind::Holding, 2, 1, &[2]),
+            block(Table::Holding, 0, 1, &[0]),
+            block(Table::Holding, 1, 1, &[1]),
+            block(Table::Holding, 2, 1, &[2]),
         ]
     );
 
@@ -1200,16 +1196,16 @@ fn split_goes_from_bridged_block_to_runs_to_single_registers() {
 #[test]
 fn split_keeps_each_value_whole() {
     let regs = vec![
-        at(RegisterKind::Input, 10, DataType::Float32),
-        at(RegisterKind::Input, 12, DataType::UInt16),
+        at(Table::Input, 10, DataType::Float32),
+        at(Table::Input, 12, DataType::UInt16),
     ];
     let blocks = plan(&regs, &all(&regs), &LIMITS);
-    assert_eq!(blocks, vec![block(RegisterKind::Input, 10, 3, &[0, 1])]);
+    assert_eq!(blocks, vec![block(Table::Input, 10, 3, &[0, 1])]);
     assert_eq!(
         split(&regs, &blocks[0], &LIMITS),
         Some(vec![
-            block(RegisterKind::Input, 10, 2, &[0]),
-            block(RegisterKind::Input, 12, 1, &[1]),
+            block(Table::Input, 10, 2, &[0]),
+            block(Table::Input, 12, 1, &[1]),
         ])
     );
 }
@@ -1218,13 +1214,13 @@ fn split_keeps_each_value_whole() {
 fn split_of_a_coil_block() {
     let regs = vec![coil(0), coil(1), coil(8)];
     let blocks = plan(&regs, &all(&regs), &LIMITS);
-    assert_eq!(blocks, vec![block(RegisterKind::Coil, 0, 9, &[0, 1, 2])]);
+    assert_eq!(blocks, vec![block(Table::Coil, 0, 9, &[0, 1, 2])]);
     let runs = split(&regs, &blocks[0], &LIMITS).unwrap();
     assert_eq!(
         runs,
         vec![
-            block(RegisterKind::Coil, 0, 2, &[0, 1]),
-            block(RegisterKind::Coil, 8, 1, &[2]),
+            block(Table::Coil, 0, 2, &[0, 1]),
+            block(Table::Coil, 8, 1, &[2]),
         ]
     );
     assert_eq!(split(&regs, &runs[1], &LIMITS), None);
@@ -1235,16 +1231,16 @@ fn split_of_registers_sharing_an_address() {
     // Two bits of one word in one block: there is no run to separate, so each bit is read
     // alone, and each of those blocks is final.
     let regs = vec![
-        at(RegisterKind::Holding, 5, DataType::Bit(0)),
-        at(RegisterKind::Holding, 5, DataType::Bit(1)),
+        at(Table::Holding, 5, DataType::Bit(0)),
+        at(Table::Holding, 5, DataType::Bit(1)),
     ];
     let blocks = plan(&regs, &all(&regs), &LIMITS);
     let singles = split(&regs, &blocks[0], &LIMITS).unwrap();
     assert_eq!(
         singles,
         vec![
-            block(RegisterKind::Holding, 5, 1, &[0]),
-            block(RegisterKind::Holding, 5, 1, &[1]),
+            block(Table::Holding, 5, 1, &[0]),
+            block(Table::Holding, 5, 1, &[1]),
         ]
     );
     assert_eq!(split(&regs, &singles[0], &LIMITS), None);

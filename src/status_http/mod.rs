@@ -393,8 +393,8 @@ pub fn html(s: &Snapshot) -> String {
 }
 
 /// The software box: the booted slot and the other one, a rollback in red.
-fn update_box(u: &crate::update::UpdateStatus) -> String {
-    let slot = |s: Option<&crate::update::SlotStatus>| match s {
+fn update_box(u: &crate::status::UpdateStatus) -> String {
+    let slot = |s: Option<&crate::status::SlotStatus>| match s {
         None => "<span class=\"dim\">unknown</span>".to_string(),
         Some(s) => format!(
             "{}{} &middot; {} &middot; {}",
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_rollback_is_said_in_red_and_names_are_escaped() {
-        use crate::update::{SlotStatus, UpdateStatus};
+        use crate::status::{SlotStatus, UpdateStatus};
         let u = UpdateStatus {
             booted: Some("rootfs.0".into()),
             slots: vec![

@@ -2,7 +2,7 @@
 //! `Batch` over a bounded channel; the uploader thread appends them to its `Buffer` (memory,
 //! or the durable spool) and sends write requests of up to `max_points_per_write` lines when
 //! a full request is ready or the oldest line has waited `flush_interval`. The HTTP call runs
-//! on a worker thread (`influx-http`), so while a request hangs the uploader keeps taking
+//! on a worker (`HttpWorker`, on the `influx-http` thread that `app` spawns), so while a request hangs the uploader keeps taking
 //! points, spilling them to disk and checking in with the watchdog.
 //!
 //! Outcomes: 2xx acknowledged; 413 halves the request size; 401/403/404 keep the data and log
@@ -22,6 +22,10 @@
 //! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
 //! last flush and closing the buffer (the spool syncs what it holds).
 //!
+//! The thread waits in one place (`next_event`, one `select!`): for points, for the outcome
+//! of the request in flight, or for its timer (the next flush, the buffer's housekeeping, the
+//! watchdog beat); a write request's retries and bisection wait there too.
+//!
 //! With a crash journal (`journal`), every poll is journaled as it arrives and the journal is
 //! told after each loop turn how many points are settled (no longer only in this process's
 //! memory); at start, before any new point, what a crashed predecessor left is replayed.
@@ -33,9 +37,10 @@ pub mod sink;
 pub mod spool;
 
 use crate::backoff::{retry_wait, Backoff};
+use crate::clock::unix_ms;
 use crate::clock::{wall_ms, Clock};
 use crate::lineproto::FieldType;
-use crate::status::{lock, unix_ms, Beat, UploaderStatus};
+use crate::status::{lock, Beat, UploaderStatus};
 use buffer::Buffer;
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use journal::{Journal, JournalOptions, Replayed};
@@ -88,6 +93,26 @@ fn batch_bytes(b: &Batch) -> usize {
 /// At most this many remembered field types and logged problems (then they start afresh).
 const REMEMBERED_MAX: usize = 1000;
 
+/// The longest wait without a watchdog beat (and without checking the clock).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// What wakes the uploader thread.
+enum Event {
+    /// A poll's lines, or `None` once every sender is gone.
+    Points(Option<Batch>),
+    /// The HTTP worker's answer to the request in flight.
+    Outcome(Outcome),
+    /// The timer: a flush, the buffer's housekeeping or a beat is due.
+    Timer,
+}
+
+fn worker_stopped() -> Outcome {
+    Outcome::Retry {
+        after: None,
+        reason: "the HTTP worker has stopped".into(),
+    }
+}
+
 /// Result of sending one prefix of the buffer.
 enum Sent {
     /// This many leading lines are done (stored or set aside).
@@ -129,14 +154,34 @@ pub struct Uploader {
     held_left: u64,
 }
 
+/// The `influx-http` worker: makes the write requests the uploader hands it, one at a time, so
+/// a hanging server never stops the uploader's loop. The wiring function runs it on a thread
+/// of its own; it ends when the uploader drops its sender.
+pub struct HttpWorker {
+    sink: Box<dyn Sink>,
+    bodies: Receiver<String>,
+    outcomes: Sender<Outcome>,
+}
+
+impl HttpWorker {
+    pub fn run(mut self) {
+        for body in self.bodies {
+            if self.outcomes.send(self.sink.write(&body)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 impl Uploader {
+    /// The uploader and its HTTP worker, which the caller runs on a thread of its own.
     pub fn new(
         settings: Settings,
-        mut sink: Box<dyn Sink>,
+        sink: Box<dyn Sink>,
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,
         clock: Arc<Clock>,
-    ) -> Self {
+    ) -> (Self, HttpWorker) {
         {
             let mut st = lock(&status);
             st.sink = sink.describe();
@@ -145,21 +190,16 @@ impl Uploader {
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
         let (outcome_tx, outcomes) = bounded::<Outcome>(1);
-        // The worker ends when the uploader drops its sender.
-        let _ = std::thread::Builder::new()
-            .name("influx-http".into())
-            .spawn(move || {
-                for body in bodies {
-                    if outcome_tx.send(sink.write(&body)).is_err() {
-                        break;
-                    }
-                }
-            });
+        let worker = HttpWorker {
+            sink,
+            bodies,
+            outcomes: outcome_tx,
+        };
         let rejected = settings
             .rejected_file
             .clone()
             .map(|p| RejectedFile::new(p, rejected::MAX_BYTES));
-        Uploader {
+        let uploader = Uploader {
             settings,
             rejected,
             stored_types: HashMap::new(),
@@ -183,7 +223,8 @@ impl Uploader {
             journal: None,
             pushed: 0,
             held_left: 0,
-        }
+        };
+        (uploader, worker)
     }
 
     fn push(&mut self, batch: Batch) {
@@ -528,63 +569,59 @@ impl Uploader {
         }
     }
 
-    /// Take in whatever arrives and keep the buffer's housekeeping going for up to `wait`.
-    fn service(&mut self, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some(b) = &self.beat {
-                b.check_in();
-            }
-            let now = Instant::now();
-            let mut until = deadline;
-            if let Some(t) = self.buffer.maintain() {
-                until = until.min(t);
-            }
-            let left = until.saturating_duration_since(now);
-            let Some(rx) = self.points.clone() else {
-                std::thread::sleep(left.min(Duration::from_millis(100)));
-                return;
-            };
-            select! {
-                recv(rx) -> msg => match msg {
-                    Ok(b) => {
-                        self.push(b);
-                        // Take what else is waiting (bounded, to keep beating): a poll is in
-                        // the crash journal only once taken, and while a request hangs this
-                        // runs only every 50 ms.
-                        for b in rx.try_iter().take(1024) {
-                            self.push(b);
-                        }
-                    }
-                    Err(_) => self.points = None,
-                },
-                default(left) => {}
-            }
-            if Instant::now() >= deadline {
-                return;
+    /// The one wait of the thread: for points, the HTTP worker's outcome (only while a
+    /// request is `in_flight`) or the timer, set to the earliest of `until`, the buffer's
+    /// next housekeeping and the next watchdog beat. The housekeeping runs and the beat is
+    /// given before each wait.
+    fn next_event(&mut self, until: Instant, in_flight: bool) -> Event {
+        if let Some(b) = &self.beat {
+            b.check_in();
+        }
+        let mut timer = until.min(Instant::now() + BEAT_EVERY);
+        if let Some(t) = self.buffer.maintain() {
+            timer = timer.min(t);
+        }
+        let points = self.points.clone().unwrap_or_else(crossbeam_channel::never);
+        let outcomes = if in_flight {
+            self.outcomes.clone()
+        } else {
+            crossbeam_channel::never()
+        };
+        select! {
+            recv(points) -> b => Event::Points(b.ok()),
+            recv(outcomes) -> o => Event::Outcome(o.unwrap_or_else(|_| worker_stopped())),
+            recv(crossbeam_channel::at(timer)) -> _ => Event::Timer,
+        }
+    }
+
+    /// Points from a poller, or `None` once every sender is gone.
+    fn points(&mut self, batch: Option<Batch>) {
+        let Some(b) = batch else {
+            self.points = None;
+            return;
+        };
+        self.push(b);
+        // Take what else is waiting (bounded, to keep beating): a poll is in the crash
+        // journal only once taken.
+        if let Some(rx) = self.points.clone() {
+            for b in rx.try_iter().take(1024) {
+                self.push(b);
             }
         }
     }
 
-    /// One HTTP call on the worker, servicing the channel and the buffer while it runs.
+    /// One HTTP call on the worker; points keep being taken and the buffer kept while it
+    /// runs.
     fn call(&mut self, body: String) -> Outcome {
         if self.http.send(body).is_err() {
-            return Outcome::Retry {
-                after: None,
-                reason: "the HTTP worker has stopped".into(),
-            };
+            return worker_stopped();
         }
         loop {
-            if let Ok(o) = self.outcomes.try_recv() {
-                return o;
-            }
-            let outcomes = self.outcomes.clone();
-            select! {
-                recv(outcomes) -> o => return o.unwrap_or(Outcome::Retry {
-                    after: None,
-                    reason: "the HTTP worker has stopped".into(),
-                }),
-                default(Duration::from_millis(50)) => self.service(Duration::ZERO),
+            let far = Instant::now() + BEAT_EVERY;
+            match self.next_event(far, true) {
+                Event::Outcome(o) => return o,
+                Event::Points(b) => self.points(b),
+                Event::Timer => {}
             }
         }
     }
@@ -710,12 +747,14 @@ impl Uploader {
             }
             self.release_held();
             let now = Instant::now();
-            let wait = self
+            let until = self
                 .next_flush()
-                .map(|t| t.saturating_duration_since(now))
-                .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(1));
-            self.service(wait);
+                .unwrap_or(now + BEAT_EVERY)
+                .min(now + BEAT_EVERY);
+            match self.next_event(until, false) {
+                Event::Points(b) => self.points(b),
+                Event::Outcome(_) | Event::Timer => {}
+            }
             if self.next_flush().is_some_and(|t| t <= Instant::now()) {
                 self.flush_once();
             }

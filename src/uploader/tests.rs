@@ -35,7 +35,7 @@ fn uploader(
 ) -> (Uploader, Shared<Vec<String>>, Shared<UploaderStatus>) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let u = Uploader::new(
+    let (u, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: batch,
             flush_interval: Duration::from_millis(10),
@@ -53,6 +53,7 @@ fn uploader(
         status.clone(),
         Arc::new(crate::clock::Clock::trusted()),
     );
+    std::thread::spawn(move || http_worker.run());
     (u, bodies, status)
 }
 
@@ -272,7 +273,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let mut recovered = MemoryBuffer::new(1000);
     recovered.push(lines(5));
-    let u = Uploader::new(
+    let (u, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: 100,
             flush_interval: Duration::from_millis(10),
@@ -290,6 +291,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
         status.clone(),
         Arc::new(crate::clock::Clock::trusted()),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");
@@ -339,7 +341,7 @@ fn run_on_journal(
 ) -> (Vec<String>, UploaderStatus) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let u = Uploader::new(
+    let (u, http_worker) = Uploader::new(
         Settings {
             max_points_per_write: 100,
             flush_interval: Duration::from_millis(10),
@@ -360,6 +362,7 @@ fn run_on_journal(
         status.clone(),
         Arc::new(clock),
     );
+    std::thread::spawn(move || http_worker.run());
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(16);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");

@@ -4,11 +4,11 @@ use super::*;
 // simplymodbus.ca (slave 0x11 = 17), so their CRC bytes are published values and not merely
 // whatever `crc16` happens to compute.
 
-fn tcp_read(kind: RegisterKind, address: u16, quantity: u16) -> Request {
+fn tcp_read(kind: Table, address: u16, quantity: u16) -> Request {
     read(Framing::Tcp, 0x0001, 0x11, kind, address, quantity).unwrap()
 }
 
-fn rtu_read(kind: RegisterKind, address: u16, quantity: u16) -> Request {
+fn rtu_read(kind: Table, address: u16, quantity: u16) -> Request {
     read(Framing::Rtu, 0, 0x11, kind, address, quantity).unwrap()
 }
 
@@ -25,7 +25,7 @@ fn bits_of(bytes: &[u8], quantity: usize) -> Vec<bool> {
 
 #[test]
 fn tcp_read_holding_registers_request() {
-    let req = read(Framing::Tcp, 0x0001, 0x11, RegisterKind::Holding, 0x006B, 3).unwrap();
+    let req = read(Framing::Tcp, 0x0001, 0x11, Table::Holding, 0x006B, 3).unwrap();
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -44,7 +44,7 @@ fn tcp_read_holding_registers_request() {
 
 #[test]
 fn tcp_read_input_registers_request() {
-    let req = read(Framing::Tcp, 0x1234, 0x11, RegisterKind::Input, 0x0008, 1).unwrap();
+    let req = read(Framing::Tcp, 0x1234, 0x11, Table::Input, 0x0008, 1).unwrap();
     let adu = [
         0x12, 0x34, // transaction id
         0x00, 0x00, // protocol id
@@ -61,7 +61,7 @@ fn tcp_read_input_registers_request() {
 
 #[test]
 fn tcp_read_coils_request() {
-    let req = tcp_read(RegisterKind::Coil, 0x0013, 0x25);
+    let req = tcp_read(Table::Coil, 0x0013, 0x25);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -78,7 +78,7 @@ fn tcp_read_coils_request() {
 
 #[test]
 fn tcp_read_discrete_inputs_request() {
-    let req = tcp_read(RegisterKind::DiscreteInput, 0x00C4, 0x16);
+    let req = tcp_read(Table::DiscreteInput, 0x00C4, 0x16);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -95,7 +95,7 @@ fn tcp_read_discrete_inputs_request() {
 #[test]
 fn rtu_read_holding_registers_request_classic_crc() {
     // The frame every Modbus tool prints first: slave 1, read 10 holding registers from 0.
-    let req = read(Framing::Rtu, 0, 0x01, RegisterKind::Holding, 0x0000, 10).unwrap();
+    let req = read(Framing::Rtu, 0, 0x01, Table::Holding, 0x0000, 10).unwrap();
     let adu = [
         0x01, // slave address
         0x03, // function code: read holding registers
@@ -108,7 +108,7 @@ fn rtu_read_holding_registers_request_classic_crc() {
 
 #[test]
 fn rtu_read_holding_registers_request() {
-    let req = rtu_read(RegisterKind::Holding, 0x006B, 3);
+    let req = rtu_read(Table::Holding, 0x006B, 3);
     let adu = [
         0x11, // slave address
         0x03, // function code: read holding registers
@@ -122,7 +122,7 @@ fn rtu_read_holding_registers_request() {
 
 #[test]
 fn rtu_read_input_registers_request() {
-    let req = rtu_read(RegisterKind::Input, 0x0008, 1);
+    let req = rtu_read(Table::Input, 0x0008, 1);
     let adu = [
         0x11, // slave address
         0x04, // function code: read input registers
@@ -135,7 +135,7 @@ fn rtu_read_input_registers_request() {
 
 #[test]
 fn rtu_read_coils_request() {
-    let req = rtu_read(RegisterKind::Coil, 0x0013, 0x25);
+    let req = rtu_read(Table::Coil, 0x0013, 0x25);
     let adu = [
         0x11, // slave address
         0x01, // function code: read coils
@@ -148,7 +148,7 @@ fn rtu_read_coils_request() {
 
 #[test]
 fn rtu_read_discrete_inputs_request() {
-    let req = rtu_read(RegisterKind::DiscreteInput, 0x00C4, 0x16);
+    let req = rtu_read(Table::DiscreteInput, 0x00C4, 0x16);
     let adu = [
         0x11, // slave address
         0x02, // function code: read discrete inputs
@@ -165,19 +165,19 @@ fn rtu_request_of_slave_one_for_every_kind() {
     // function code, which catches a builder that mixes up kinds.
     let cases = [
         (
-            RegisterKind::Coil,
+            Table::Coil,
             [0x01, 0x01, 0x00, 0x00, 0x00, 0x0A, 0xBC, 0x0D],
         ),
         (
-            RegisterKind::DiscreteInput,
+            Table::DiscreteInput,
             [0x01, 0x02, 0x00, 0x00, 0x00, 0x0A, 0xF8, 0x0D],
         ),
         (
-            RegisterKind::Holding,
+            Table::Holding,
             [0x01, 0x03, 0x00, 0x00, 0x00, 0x0A, 0xC5, 0xCD],
         ),
         (
-            RegisterKind::Input,
+            Table::Input,
             [0x01, 0x04, 0x00, 0x00, 0x00, 0x0A, 0x70, 0x0D],
         ),
     ];
@@ -271,7 +271,7 @@ fn write_multiple_beyond_the_protocol_limit_is_a_build_error() {
 
 #[test]
 fn tcp_holding_registers_reply() {
-    let req = tcp_read(RegisterKind::Holding, 0x006B, 3);
+    let req = tcp_read(Table::Holding, 0x006B, 3);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -291,7 +291,7 @@ fn tcp_holding_registers_reply() {
 
 #[test]
 fn rtu_holding_registers_reply() {
-    let req = rtu_read(RegisterKind::Holding, 0x006B, 3);
+    let req = rtu_read(Table::Holding, 0x006B, 3);
     let adu = [
         0x11, // slave address
         0x03, // function code
@@ -309,7 +309,7 @@ fn rtu_holding_registers_reply() {
 
 #[test]
 fn rtu_input_registers_reply() {
-    let req = rtu_read(RegisterKind::Input, 0x0008, 1);
+    let req = rtu_read(Table::Input, 0x0008, 1);
     let adu = [
         0x11, // slave address
         0x04, // function code
@@ -322,7 +322,7 @@ fn rtu_input_registers_reply() {
 
 #[test]
 fn tcp_input_registers_reply() {
-    let req = tcp_read(RegisterKind::Input, 0x0008, 1);
+    let req = tcp_read(Table::Input, 0x0008, 1);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -337,7 +337,7 @@ fn tcp_input_registers_reply() {
 
 #[test]
 fn rtu_coils_reply_unpacks_bits_lsb_first() {
-    let req = rtu_read(RegisterKind::Coil, 0x0013, 37);
+    let req = rtu_read(Table::Coil, 0x0013, 37);
     let adu = [
         0x11, // slave address
         0x01, // function code
@@ -363,7 +363,7 @@ fn rtu_coils_reply_unpacks_bits_lsb_first() {
 
 #[test]
 fn tcp_coils_reply() {
-    let req = tcp_read(RegisterKind::Coil, 0x0013, 37);
+    let req = tcp_read(Table::Coil, 0x0013, 37);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -381,7 +381,7 @@ fn tcp_coils_reply() {
 
 #[test]
 fn rtu_discrete_inputs_reply() {
-    let req = rtu_read(RegisterKind::DiscreteInput, 0x00C4, 22);
+    let req = rtu_read(Table::DiscreteInput, 0x00C4, 22);
     let adu = [
         0x11, // slave address
         0x02, // function code
@@ -521,7 +521,7 @@ fn tcp_write_reply_too_short_to_echo_is_rejected() {
 
 #[test]
 fn rtu_exception_reply() {
-    let req = rtu_read(RegisterKind::Holding, 0x006B, 3);
+    let req = rtu_read(Table::Holding, 0x006B, 3);
     let adu = [
         0x11, // slave address
         0x83, // function code | 0x80: exception to read holding registers
@@ -539,7 +539,7 @@ fn rtu_exception_reply() {
 
 #[test]
 fn rtu_exception_reply_from_the_specification() {
-    let req = read(Framing::Rtu, 0, 0x0A, RegisterKind::Coil, 0x0400, 1).unwrap();
+    let req = read(Framing::Rtu, 0, 0x0A, Table::Coil, 0x0400, 1).unwrap();
     let adu = [
         0x0A, // slave address
         0x81, // exception to read coils
@@ -578,7 +578,7 @@ fn tcp_exception_reply() {
 #[test]
 fn exception_to_another_function_is_a_wrong_function() {
     // 0x84 is an exception, but to "read input registers", which we did not ask for.
-    let req = tcp_read(RegisterKind::Holding, 0, 1);
+    let req = tcp_read(Table::Holding, 0, 1);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -627,7 +627,7 @@ fn exception_display_names_the_code_and_function() {
 
 #[test]
 fn rtu_reply_from_another_unit() {
-    let req = rtu_read(RegisterKind::Holding, 0, 1);
+    let req = rtu_read(Table::Holding, 0, 1);
     let adu = [
         0x12, // slave address: 18, we asked 17
         0x03, // function code
@@ -646,7 +646,7 @@ fn rtu_reply_from_another_unit() {
 
 #[test]
 fn tcp_reply_from_another_unit() {
-    let req = tcp_read(RegisterKind::Holding, 0, 1);
+    let req = tcp_read(Table::Holding, 0, 1);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -667,7 +667,7 @@ fn tcp_reply_from_another_unit() {
 
 #[test]
 fn rtu_reply_with_another_function() {
-    let req = rtu_read(RegisterKind::Holding, 0, 1);
+    let req = rtu_read(Table::Holding, 0, 1);
     let adu = [
         0x11, // slave address
         0x04, // function code: read input registers, we asked holding
@@ -687,7 +687,7 @@ fn rtu_reply_with_another_function() {
 #[test]
 fn tcp_reply_to_another_transaction_is_rejected() {
     // The transaction id is checked by rmodbus; a stale reply must not be taken as this one.
-    let req = tcp_read(RegisterKind::Holding, 0, 1);
+    let req = tcp_read(Table::Holding, 0, 1);
     let adu = [
         0x00, 0x02, // transaction id: 2, we sent 1
         0x00, 0x00, // protocol id
@@ -702,7 +702,7 @@ fn tcp_reply_to_another_transaction_is_rejected() {
 
 #[test]
 fn byte_count_disagreeing_with_the_frame_length() {
-    let req = tcp_read(RegisterKind::Holding, 0x006B, 3);
+    let req = tcp_read(Table::Holding, 0x006B, 3);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -722,7 +722,7 @@ fn byte_count_disagreeing_with_the_frame_length() {
 
 #[test]
 fn rtu_byte_count_disagreeing_with_the_frame_length() {
-    let req = rtu_read(RegisterKind::Holding, 0, 1);
+    let req = rtu_read(Table::Holding, 0, 1);
     let adu = [
         0x11, // slave address
         0x03, // function code
@@ -741,7 +741,7 @@ fn rtu_byte_count_disagreeing_with_the_frame_length() {
 #[test]
 fn fewer_registers_than_requested() {
     // A well-formed frame that carries 2 registers when 3 were requested.
-    let req = rtu_read(RegisterKind::Holding, 0, 3);
+    let req = rtu_read(Table::Holding, 0, 3);
     let adu = [
         0x11, // slave address
         0x03, // function code
@@ -761,7 +761,7 @@ fn fewer_registers_than_requested() {
 
 #[test]
 fn more_registers_than_requested() {
-    let req = tcp_read(RegisterKind::Input, 0, 1);
+    let req = tcp_read(Table::Input, 0, 1);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -784,7 +784,7 @@ fn more_registers_than_requested() {
 #[test]
 fn fewer_coil_bytes_than_requested() {
     // 37 coils need 5 bytes; this reply has 4.
-    let req = tcp_read(RegisterKind::Coil, 0x0013, 37);
+    let req = tcp_read(Table::Coil, 0x0013, 37);
     let adu = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -805,7 +805,7 @@ fn fewer_coil_bytes_than_requested() {
 
 #[test]
 fn rtu_crc_error() {
-    let req = rtu_read(RegisterKind::Holding, 0x006B, 3);
+    let req = rtu_read(Table::Holding, 0x006B, 3);
     let adu = [
         0x11, // slave address
         0x03, // function code
@@ -821,7 +821,7 @@ fn rtu_crc_error() {
 #[test]
 fn rtu_crc_is_checked_before_the_unit() {
     // A corrupted frame says nothing reliable about its sender, so the CRC comes first.
-    let req = rtu_read(RegisterKind::Holding, 0, 1);
+    let req = rtu_read(Table::Holding, 0, 1);
     let adu = [
         0x12, // slave address (corrupted)
         0x03, // function code
@@ -835,7 +835,7 @@ fn rtu_crc_is_checked_before_the_unit() {
 #[test]
 fn rtu_crc_bytes_swapped_is_a_crc_error() {
     // The CRC goes low byte first; high byte first is wrong.
-    let req = rtu_read(RegisterKind::Input, 0x0008, 1);
+    let req = rtu_read(Table::Input, 0x0008, 1);
     let adu = [
         0x11, // slave address
         0x04, // function code
@@ -848,7 +848,7 @@ fn rtu_crc_bytes_swapped_is_a_crc_error() {
 
 #[test]
 fn too_short_replies() {
-    let tcp = tcp_read(RegisterKind::Holding, 0, 1);
+    let tcp = tcp_read(Table::Holding, 0, 1);
     let short_tcp = [
         0x00, 0x01, // transaction id
         0x00, 0x00, // protocol id
@@ -865,7 +865,7 @@ fn too_short_replies() {
         Err(FrameError::Malformed("reply too short"))
     );
 
-    let rtu = rtu_read(RegisterKind::Holding, 0, 1);
+    let rtu = rtu_read(Table::Holding, 0, 1);
     let short_rtu = [
         0x11, // slave address
         0x83, // exception
@@ -883,7 +883,7 @@ fn too_short_replies() {
 
 #[test]
 fn rtu_reply_longer_than_a_frame() {
-    let req = rtu_read(RegisterKind::Holding, 0, 1);
+    let req = rtu_read(Table::Holding, 0, 1);
     let adu = vec![0x11; RTU_MAX_ADU + 1];
     assert_eq!(
         parse(&req, &adu),
@@ -1046,15 +1046,7 @@ fn crc16_of_a_frame_with_its_crc_is_zero() {
 #[test]
 fn crc16_matches_the_crc_in_built_requests() {
     for (unit, address, quantity) in [(1u8, 0u16, 1u16), (17, 0x6B, 3), (247, 0xFFF0, 125)] {
-        let req = read(
-            Framing::Rtu,
-            0,
-            unit,
-            RegisterKind::Input,
-            address,
-            quantity,
-        )
-        .unwrap();
+        let req = read(Framing::Rtu, 0, unit, Table::Input, address, quantity).unwrap();
         let body = req.adu.len() - 2;
         assert_eq!(req.adu[body..], crc16(&req.adu[..body]).to_le_bytes());
     }
