@@ -25,18 +25,37 @@ setenv dg_kernel ${kernel_addr_r}
 setenv dg_initrd ${ramdisk_addr_r}
 setenv dg_fdt ${fdt_addr_r}
 setenv dg_fdtfile ${fdtfile}
+setenv dg_fdtctl ${fdtcontroladdr}
 if test "${dg_devtype}" = "mmc"; then
   setenv dg_saveenv saveenv
   setenv dg_rootdev /dev/mmcblk0p
   setenv dg_console "console=ttyS1,115200 console=tty1"
 else
-  # Not the Pi: import the boot counters from the FAT file, write the file back below.
+  # Not the Pi: import the boot counters from the FAT file, write the file back below. A card
+  # the Pi booted holds the Pi's whole environment there (its saveenv saves everything, this
+  # script's dg_ variables and the Pi's addresses too): this board's values are kept across
+  # the import under names only this branch sets, then set again.
+  setenv dgv_devtype ${dg_devtype}
+  setenv dgv_devnum ${dg_devnum}
+  setenv dgv_kernel ${dg_kernel}
+  setenv dgv_initrd ${dg_initrd}
+  setenv dgv_fdt ${dg_fdt}
+  setenv dgv_fdtfile ${dg_fdtfile}
+  setenv dgv_fdtctl ${dg_fdtctl}
+  if load ${dgv_devtype} ${dgv_devnum}:1 ${dgv_initrd} uboot.env; then
+    env import -c ${dgv_initrd} 0x4000
+  fi
+  setenv dg_devtype ${dgv_devtype}
+  setenv dg_devnum ${dgv_devnum}
+  setenv dg_kernel ${dgv_kernel}
+  setenv dg_initrd ${dgv_initrd}
+  setenv dg_fdt ${dgv_fdt}
+  setenv dg_fdtfile ${dgv_fdtfile}
+  setenv dg_fdtctl ${dgv_fdtctl}
+  setenv dg_env_size 0x4000
   setenv dg_saveenv "env export -c -s ${dg_env_size} ${dg_initrd}; fatwrite ${dg_devtype} ${dg_devnum}:1 ${dg_initrd} uboot.env ${dg_env_size}"
   setenv dg_rootdev /dev/vda
   setenv dg_console "console=ttyAMA0,115200"
-  if load ${dg_devtype} ${dg_devnum}:1 ${dg_initrd} uboot.env; then
-    env import -c ${dg_initrd} ${dg_env_size}
-  fi
 fi
 
 test -n "${BOOT_ORDER}" || setenv BOOT_ORDER "A B"
@@ -81,7 +100,7 @@ if load ${dg_src} ${dg_kernel} /boot/vmlinuz && load ${dg_src} ${dg_initrd} /boo
     fdt set /soc/serial@7e215040 status okay
   else
     # qemu's virt board: the device tree qemu made (U-Boot's own).
-    setenv dg_fdt ${fdtcontroladdr}
+    setenv dg_fdt ${dg_fdtctl}
   fi
   setenv bootargs "root=${dg_rootdev}${dg_part} rootfstype=ext4 ro rootwait rauc.slot=${dg_slot} ${dg_console} panic=5 loglevel=4"
   bootz ${dg_kernel} ${dg_initrd}:${dg_initrd_size} ${dg_fdt}
