@@ -141,7 +141,7 @@ fn run(baud: u32, parity: &str, transactions: usize) {
         std::thread::spawn(move || paced_slave(master, bus, ct, stop, log))
     };
     let st: Vec<Arc<Mutex<MachineStatus>>> = cfg.machines.iter().map(|_| Arc::default()).collect();
-    let (tx, rx) = crossbeam_channel::bounded::<dyeing_gateway::uploader::Batch>(64);
+    let (tx, rx) = crossbeam_channel::bounded::<dyeing_gateway::uploader::PollLines>(64);
     let drain = std::thread::spawn(move || for _ in rx {});
     let poller = Poller::new(
         &cfg,

@@ -20,7 +20,7 @@ use crate::uploader::journal::{self, JournalOptions};
 use crate::uploader::sink::{InfluxSink, Sink};
 use crate::uploader::spool::{Spool, SpoolOptions};
 pub use crate::uploader::Settings;
-use crate::uploader::{Batch, Uploader};
+use crate::uploader::{PollLines, Uploader};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -150,7 +150,7 @@ pub fn start(
         outbox: Default::default(),
     });
     let liveness = Arc::new(Liveness::default());
-    let (points_tx, points_rx) = bounded::<Batch>(POINTS_CHANNEL);
+    let (points_tx, points_rx) = bounded::<PollLines>(POINTS_CHANNEL);
     let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
 
     let (up, worker) = Uploader::new(

@@ -7,7 +7,7 @@ use dyeing_gateway::config;
 use dyeing_gateway::status::UploaderStatus;
 use dyeing_gateway::uploader::buffer::MemoryBuffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
-use dyeing_gateway::uploader::{Batch, Settings, Uploader};
+use dyeing_gateway::uploader::{PollLines, Settings, Uploader};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -216,7 +216,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
     let liveness = dyeing_gateway::status::Liveness::default();
     let beat = liveness.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));
-    tx.send(Batch::stamped(lines)).expect("send");
+    tx.send(PollLines::stamped(lines)).expect("send");
     drop(tx);
     h.join().expect("uploader thread");
     let stored = influx.rows("SELECT count(v) FROM good");
@@ -280,7 +280,7 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
         let liveness = dyeing_gateway::status::Liveness::default();
         let beat = liveness.register("uploader");
         let h = std::thread::spawn(move || up.run(rx, beat));
-        tx.send(Batch::stamped(vec!["m v=1i 1700000000000".to_string()]))
+        tx.send(PollLines::stamped(vec!["m v=1i 1700000000000".to_string()]))
             .expect("send");
         std::thread::sleep(Duration::from_secs(4));
         let n = fake.requests().len();

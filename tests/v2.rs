@@ -8,7 +8,7 @@ use dyeing_gateway::config;
 use dyeing_gateway::status::{Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::MemoryBuffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
-use dyeing_gateway::uploader::{Batch, Settings, Uploader};
+use dyeing_gateway::uploader::{PollLines, Settings, Uploader};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ fn upload_with_timeout(
     let live = Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));
-    tx.send(Batch::stamped(lines)).expect("send");
+    tx.send(PollLines::stamped(lines)).expect("send");
     // Keep the channel open until everything is delivered, so retries run in the loop.
     let total = status.clone();
     wait_until(Duration::from_secs(40), || {

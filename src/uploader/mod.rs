@@ -54,15 +54,15 @@ use std::time::{Duration, Instant, SystemTime};
 /// The lines of one poll. `stamped` is false when the clock was not trusted at poll time:
 /// then every line ends in the placeholder timestamp ` 0` and `taken` says when it was polled.
 #[derive(Debug)]
-pub struct Batch {
+pub struct PollLines {
     pub lines: Vec<String>,
     pub taken: Instant,
     pub stamped: bool,
 }
 
-impl Batch {
-    pub fn stamped(lines: Vec<String>) -> Batch {
-        Batch {
+impl PollLines {
+    pub fn stamped(lines: Vec<String>) -> PollLines {
+        PollLines {
             lines,
             taken: Instant::now(),
             stamped: true,
@@ -86,7 +86,7 @@ pub struct Settings {
 }
 
 /// What a held batch costs in memory (`buffer::point_bytes` per line).
-fn batch_bytes(b: &Batch) -> usize {
+fn batch_bytes(b: &PollLines) -> usize {
     b.lines.iter().map(|l| buffer::point_bytes(l)).sum()
 }
 
@@ -99,7 +99,7 @@ const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// What wakes the uploader thread.
 enum Event {
     /// A poll's lines, or `None` once every sender is gone.
-    Points(Option<Batch>),
+    Points(Option<PollLines>),
     /// The HTTP worker's answer to the request in flight.
     Outcome(Outcome),
     /// The timer: a flush, the buffer's housekeeping or a beat is due.
@@ -126,7 +126,7 @@ pub struct Uploader {
     buffer: Box<dyn Buffer>,
     status: Arc<Mutex<UploaderStatus>>,
     clock: Arc<Clock>,
-    held: VecDeque<Batch>,
+    held: VecDeque<PollLines>,
     held_points: usize,
     held_bytes: usize,
     batch: usize,
@@ -145,7 +145,7 @@ pub struct Uploader {
     http: Sender<String>,
     outcomes: Receiver<Outcome>,
     /// Incoming batches; `None` once every sender is gone.
-    points: Option<Receiver<Batch>>,
+    points: Option<Receiver<PollLines>>,
     beat: Option<Arc<Beat>>,
     journal: Option<Journal>,
     /// Stamped lines given to the buffer, and held batches that left `held` (stamped or
@@ -227,7 +227,7 @@ impl Uploader {
         (uploader, worker)
     }
 
-    fn push(&mut self, batch: Batch) {
+    fn push(&mut self, batch: PollLines) {
         if batch.lines.is_empty() {
             return;
         }
@@ -242,7 +242,7 @@ impl Uploader {
     }
 
     /// Keep a batch (already journaled).
-    fn take(&mut self, batch: Batch) {
+    fn take(&mut self, batch: PollLines) {
         if !batch.stamped {
             self.held_points += batch.lines.len();
             self.held_bytes += batch_bytes(&batch);
@@ -299,8 +299,8 @@ impl Uploader {
                 }
                 for b in rec.batches {
                     let batch = match b {
-                        Replayed::Stamped(lines) => Batch::stamped(lines),
-                        Replayed::Held { lines, taken } => Batch {
+                        Replayed::Stamped(lines) => PollLines::stamped(lines),
+                        Replayed::Held { lines, taken } => PollLines {
                             lines,
                             taken,
                             stamped: false,
@@ -349,7 +349,7 @@ impl Uploader {
                 })
                 .collect();
             // Journaled again as stamped before the held record counts as settled.
-            self.push(Batch::stamped(lines));
+            self.push(PollLines::stamped(lines));
             self.held_left += 1;
         }
         self.held_points = 0;
@@ -595,7 +595,7 @@ impl Uploader {
     }
 
     /// Points from a poller, or `None` once every sender is gone.
-    fn points(&mut self, batch: Option<Batch>) {
+    fn points(&mut self, batch: Option<PollLines>) {
         let Some(b) = batch else {
             self.points = None;
             return;
@@ -723,7 +723,7 @@ impl Uploader {
     }
 
     /// The thread's loop. Returns when every sender is gone and the last flush is done.
-    pub fn run(mut self, rx: Receiver<Batch>, beat: Arc<Beat>) {
+    pub fn run(mut self, rx: Receiver<PollLines>, beat: Arc<Beat>) {
         self.open_journal();
         self.points = Some(rx);
         self.beat = Some(beat);

@@ -64,7 +64,7 @@ fn lines(n: usize) -> Vec<String> {
 #[test]
 fn write_requests_hold_at_most_the_configured_points_in_order() {
     let (mut u, bodies, st) = uploader(4, |_, _| Outcome::Accepted);
-    u.push(Batch::stamped(lines(10)));
+    u.push(PollLines::stamped(lines(10)));
     while !u.buffer.is_empty() {
         u.flush_once();
     }
@@ -88,7 +88,7 @@ fn a_rejected_line_is_found_by_bisection_and_the_rest_delivered() {
             Outcome::Accepted
         }
     });
-    u.push(Batch::stamped(lines(8)));
+    u.push(PollLines::stamped(lines(8)));
     u.flush_once();
     assert!(u.buffer.is_empty());
     assert_eq!(lock(&st).rejected, 1);
@@ -137,7 +137,7 @@ fn a_partial_write_is_not_resent_and_only_the_conflicting_lines_are_set_aside() 
         let mut ls = floats(10);
         ls[3] = format!("m v=\"text\" {round}");
         ls[7] = format!("m,t=x v=\"more\",w=1i {round}");
-        u.push(Batch::stamped(ls));
+        u.push(PollLines::stamped(ls));
         u.flush_once();
         assert!(u.buffer.is_empty());
     }
@@ -165,7 +165,7 @@ fn points_a_partial_write_drops_without_naming_are_counted() {
     ls[1] = "m v=\"a\" 1".into();
     ls[2] = "m v=true 2".into();
     ls[4] = "m w=\"b\" 4".into();
-    u.push(Batch::stamped(ls));
+    u.push(PollLines::stamped(ls));
     u.flush_once();
     assert!(u.buffer.is_empty());
     assert_eq!(lock(&bodies).len(), 1);
@@ -186,7 +186,7 @@ fn lines_named_as_unparsable_are_set_aside_and_the_rest_resent_once() {
     });
     let mut ls = lines(8);
     ls[5] = "BAD line".into();
-    u.push(Batch::stamped(ls));
+    u.push(PollLines::stamped(ls));
     u.flush_once();
     assert!(u.buffer.is_empty());
     let b = lock(&bodies).clone();
@@ -205,7 +205,7 @@ fn a_413_halves_the_request_size_and_keeps_it() {
             Outcome::Accepted
         }
     });
-    u.push(Batch::stamped(lines(16)));
+    u.push(PollLines::stamped(lines(16)));
     for _ in 0..20 {
         if u.buffer.is_empty() {
             break;
@@ -228,7 +228,7 @@ fn retryable_and_refused_answers_keep_every_point_and_back_off() {
         2 => Outcome::Refused(401, "unauthorized".into()),
         _ => Outcome::Accepted,
     });
-    u.push(Batch::stamped(lines(5)));
+    u.push(PollLines::stamped(lines(5)));
     let before = Instant::now();
     u.flush_once();
     assert_eq!(u.buffer.len(), 5, "nothing is dropped on 429");
@@ -253,7 +253,7 @@ fn the_loop_delivers_everything_sent_before_the_channel_closes() {
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
     for chunk in lines(7).chunks(2) {
-        tx.send(Batch::stamped(chunk.to_vec())).expect("send");
+        tx.send(PollLines::stamped(chunk.to_vec())).expect("send");
     }
     drop(tx);
     h.join().expect("join");
@@ -292,7 +292,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
         Arc::new(crate::clock::Clock::trusted()),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
+    let (tx, rx) = crossbeam_channel::bounded::<PollLines>(1);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
@@ -320,7 +320,7 @@ fn points_held_for_the_clock_are_bounded_in_bytes_and_the_oldest_dropped_counted
     u.settings.hold_max_points = usize::MAX;
     u.settings.hold_max_bytes = 10 * buffer::point_bytes("m v=0i 0");
     for _ in 0..5 {
-        u.push(Batch {
+        u.push(PollLines {
             lines: lines(4),
             taken: Instant::now(),
             stamped: false,
@@ -336,7 +336,7 @@ fn run_on_journal(
     journal: &std::path::Path,
     clock: crate::clock::Clock,
     answer: impl FnMut(&str, usize) -> Outcome + Send + 'static,
-    batches: Vec<Batch>,
+    batches: Vec<PollLines>,
     until: impl Fn(&UploaderStatus) -> bool,
 ) -> (Vec<String>, UploaderStatus) {
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -363,7 +363,7 @@ fn run_on_journal(
         Arc::new(clock),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(16);
+    let (tx, rx) = crossbeam_channel::bounded::<PollLines>(16);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
@@ -392,7 +392,7 @@ fn points_only_in_memory_and_held_points_come_back_from_the_journal() {
     // so what it holds at the end would be gone without the journal.
     let unsynced =
         crate::clock::Clock::new(crate::clock::SyncCheck::File(dir.join("no-such-flag")));
-    let held = Batch {
+    let held = PollLines {
         lines: vec!["m v=7i 0".into(), "m v=8i 0".into()],
         taken: Instant::now() - Duration::from_secs(2),
         stamped: false,
@@ -405,7 +405,7 @@ fn points_only_in_memory_and_held_points_come_back_from_the_journal() {
         &dir,
         unsynced,
         move |_, _| down(),
-        vec![Batch::stamped(lines(3)), held],
+        vec![PollLines::stamped(lines(3)), held],
         |s| s.held_unstamped == 2 && s.buffered == 3,
     );
     assert_eq!((st.held_unstamped, st.buffered), (2, 3));
