@@ -3,7 +3,7 @@
 //! process, so it is not counted) and writes to a real influxd. After a warm-up it measures, in
 //! two windows of `--duration` seconds each: first CPU time (utime + stime from /proc, no
 //! tracer attached) and peak RSS; then syscalls by kind and threads created (`clone`/`clone3`)
-//! with `strace -f -c` attached by pid, so start-up is not counted. Then the Python baseline
+//! with `strace -f` attached by pid (also split by thread), so start-up is not counted. Then the Python baseline
 //! (tests/peers/block_poller.py: the original's thread per machine, one pymodbus
 //! read_holding_registers per planned block) polls the same simulator for the same time, and
 //! its CPU is measured the same way; then once more reading each register on its own, as the
@@ -31,23 +31,62 @@ fn served(sim: &simulate::Simulator) -> u64 {
         .sum()
 }
 
-/// Calls per syscall kind from an `strace -c` summary table.
-fn strace_counts(text: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
+/// Calls per syscall kind, and per thread (by its name, numbers dropped: "poll M07" counts
+/// as "poll"), from `strace -f -o` output ("TID name(args) = ret" lines; a call interrupted
+/// and resumed counts once, at its start).
+fn strace_counts(
+    text: &str,
+    pid: u32,
+) -> (
+    BTreeMap<String, u64>,
+    BTreeMap<String, BTreeMap<String, u64>>,
+) {
+    let mut kinds = BTreeMap::new();
+    let mut threads: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // % time, seconds, usecs/call, calls, [errors], syscall
-        if f.len() < 5 || f[0].parse::<f64>().is_err() {
-            continue;
-        }
-        let (Some(name), Ok(calls)) = (f.last(), f[3].parse::<u64>()) else {
+        let mut f = line.splitn(2, char::is_whitespace);
+        let (Some(tid), Some(rest)) = (f.next(), f.next()) else {
             continue;
         };
-        if *name != "total" {
-            out.insert(name.to_string(), calls);
+        let rest = rest.trim_start();
+        if rest.starts_with("<...") || rest.starts_with("---") || rest.starts_with("+++") {
+            continue;
         }
+        let Some(name) = rest
+            .split('(')
+            .next()
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        else {
+            continue;
+        };
+        // futex by operation: a wait (a sleep) and a wake (waking another thread) differ.
+        let name = match name {
+            "futex" => match rest.split(", ").nth(1) {
+                Some(op) if op.contains("WAKE") => "futex wake",
+                Some(op) if op.contains("WAIT") => "futex wait",
+                _ => name,
+            },
+            _ => name,
+        };
+        *kinds.entry(name.to_string()).or_insert(0) += 1;
+        let thread = names.entry(tid.to_string()).or_insert_with(|| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .unwrap_or_else(|_| "(gone)".into());
+            comm.trim()
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                .to_string()
+        });
+        *threads
+            .entry(thread.clone())
+            .or_default()
+            .entry(name.to_string())
+            .or_insert(0) += 1;
     }
-    out
+    (kinds, threads)
 }
 
 /// Share of one core (CPU seconds per second) and peak RSS (KiB) of `pid` over `window`.
@@ -111,7 +150,7 @@ fn main() {
     let mut strace = Proc::spawn(
         "strace",
         Command::new("strace")
-            .args(["-f", "-c", "-o"])
+            .args(["-f", "-qq", "-o"])
             .arg(&summary)
             .args(["-p", &pid.to_string()]),
         dir.path(),
@@ -124,7 +163,8 @@ fn main() {
     let polls = (served(&sim) - req1).max(1);
     let traced = t1.elapsed().as_secs_f64();
     let _ = strace.child.wait();
-    let counts = strace_counts(&std::fs::read_to_string(&summary).unwrap_or_default());
+    let (counts, by_thread) =
+        strace_counts(&std::fs::read_to_string(&summary).unwrap_or_default(), pid);
     let threads_now = proc_status(pid, "Threads:");
     let code = gw.terminate(Duration::from_secs(10));
 
@@ -172,7 +212,7 @@ fn main() {
     // CPU time comes in clock ticks (10 ms): a ratio never divides by less than one.
     let gw_floor = gw_cpu.max(0.01 / duration.as_secs_f64());
     // Thread sleeps and channel wake-ups: a poller sleeping until its next due time costs one.
-    let waits = ["futex", "sched_yield"]
+    let waits = ["futex", "futex wait", "futex wake", "sched_yield"]
         .iter()
         .map(|k| counts.get(*k).copied().unwrap_or(0))
         .sum::<u64>();
@@ -187,13 +227,33 @@ fn main() {
         "  gateway polls (Modbus requests)  {polls_cpu} in the CPU window, {polls} under strace ({:.2} per machine per s)",
         polls as f64 / machines as f64 / traced
     );
-    println!("  syscalls per poll by kind (strace -f -c, {traced:.0} s):");
+    println!("  syscalls per poll by kind (strace -f, {traced:.0} s):");
     let mut kinds: Vec<(&String, &u64)> = counts.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     for (name, n) in kinds {
         println!("    {name:<18} {:>8.3}  ({n})", *n as f64 / polls as f64);
     }
     println!("    {:<18} {per_poll:>8.3}  ({total})", "total");
+    println!("  syscalls per poll by thread (the three most frequent kinds each):");
+    let mut roles: Vec<(&String, u64)> = by_thread
+        .iter()
+        .map(|(t, k)| (t, k.values().sum::<u64>()))
+        .collect();
+    roles.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    for (thread, n) in roles {
+        let mut top: Vec<(&String, &u64)> = by_thread[thread].iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let top: Vec<String> = top
+            .iter()
+            .take(3)
+            .map(|(k, c)| format!("{k} {:.3}", **c as f64 / polls as f64))
+            .collect();
+        println!(
+            "    {thread:<18} {:>8.3}  ({n}: {})",
+            n as f64 / polls as f64,
+            top.join(", ")
+        );
+    }
     println!(
         "    {:<18} {per_poll_io:>8.3}  ({})",
         "without futex, sched_yield",
