@@ -20,7 +20,7 @@ use crate::uploader::journal::{self, JournalOptions};
 use crate::uploader::sink::{InfluxSink, Sink};
 use crate::uploader::spool::{Spool, SpoolOptions};
 pub use crate::uploader::Settings;
-use crate::uploader::{PollLines, Uploader};
+use crate::uploader::{points_channel, Uploader};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -87,7 +87,9 @@ struct HttpThread {
 pub struct Running {
     pub board: Arc<Board>,
     pub liveness: Arc<Liveness>,
-    shutdown: Option<Sender<()>>,
+    /// One stop signal per thread (dropped to stop them): a receiver shared by fifty pollers
+    /// that wake together made them queue on the channel's lock (futex calls on every poll).
+    shutdown: Vec<Sender<()>>,
     pollers: Vec<JoinHandle<()>>,
     /// The outbox and the new-batches thread.
     others: Vec<JoinHandle<()>>,
@@ -102,7 +104,7 @@ impl Running {
     }
 
     fn stop(&mut self) {
-        drop(self.shutdown.take());
+        self.shutdown.clear();
         for h in self.pollers.drain(..).chain(self.others.drain(..)) {
             if h.join().is_err() {
                 log::error!("a thread panicked");
@@ -150,8 +152,13 @@ pub fn start(
         outbox: Default::default(),
     });
     let liveness = Arc::new(Liveness::default());
-    let (points_tx, points_rx) = bounded::<PollLines>(POINTS_CHANNEL);
-    let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
+    let (points_tx, points_rx) = points_channel(POINTS_CHANNEL);
+    let mut shutdown_txs = Vec::new();
+    let mut stop_signal = || {
+        let (tx, rx) = bounded::<()>(0);
+        shutdown_txs.push(tx);
+        rx
+    };
 
     let (up, worker) = Uploader::new(
         settings,
@@ -210,7 +217,7 @@ pub fn start(
             .map(|m| command_txs[m.endpoint].clone())
             .collect();
         let beat = liveness.register("outbox");
-        let shutdown = shutdown_rx.clone();
+        let shutdown = stop_signal();
         others.push(spawn("outbox", move || {
             outbox.run(outbox_rx, replies, shutdown, beat)
         })?);
@@ -218,7 +225,7 @@ pub fn start(
         if let (Some(url), true) = (config.api.strings_url.clone(), writable) {
             let fetcher = Fetcher::new(config, ca, url, command_txs.clone());
             let beat = liveness.register("api-strings");
-            let shutdown = shutdown_rx.clone();
+            let shutdown = stop_signal();
             others.push(spawn("api-strings", move || fetcher.run(shutdown, beat))?);
         }
     }
@@ -236,7 +243,7 @@ pub fn start(
             poller = poller.with_batch(config, commands, outbox_tx.clone());
         }
         let beat = liveness.register(&format!("poller {}", ep.name));
-        let shutdown = shutdown_rx.clone();
+        let shutdown = stop_signal();
         pollers.push(spawn(&format!("poll {}", ep.name), move || {
             poller.run(shutdown, beat)
         })?);
@@ -247,7 +254,7 @@ pub fn start(
         others,
         board,
         liveness,
-        shutdown: Some(shutdown_tx),
+        shutdown: shutdown_txs,
         pollers,
         uploader: Some(uploader),
         influx_http: Some(influx_http),
