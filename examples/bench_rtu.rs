@@ -141,8 +141,8 @@ fn run(baud: u32, parity: &str, transactions: usize) {
         std::thread::spawn(move || paced_slave(master, bus, ct, stop, log))
     };
     let st: Vec<Arc<Mutex<MachineStatus>>> = cfg.machines.iter().map(|_| Arc::default()).collect();
-    let (tx, rx) = crossbeam_channel::bounded::<dyeing_gateway::uploader::PollLines>(64);
-    let drain = std::thread::spawn(move || for _ in rx {});
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(64);
+    let drain = std::thread::spawn(move || for _ in rx.iter() {});
     let poller = Poller::new(
         &cfg,
         0,

@@ -76,7 +76,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
         )),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(1);
     let live = Liveness::default();
     let beat = live.register("uploader");
     let started = Instant::now();

@@ -32,7 +32,7 @@ fn main() {
     let cfg_path = dir.write("machines.json", &cfg_json.to_string());
     let cfg =
         config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
-    let (tx, _rx) = crossbeam_channel::bounded(1);
+    let (tx, _rx) = dyeing_gateway::uploader::points_channel(1);
     let planned: usize = {
         let p = dyeing_gateway::poller::Poller::new(
             &cfg,

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::modbus::transport_for;
 use crate::poller::Poller;
 use crate::status::{lock, MachineStatus};
-use crossbeam_channel::bounded;
+use crate::uploader::points_channel;
 use std::sync::{Arc, Mutex};
 
 /// Poll every machine of `config` once, print the lines on stdout and every machine that did
@@ -18,7 +18,7 @@ pub fn run(config: &Config) -> bool {
         .iter()
         .map(|_| Arc::new(Mutex::new(Default::default())))
         .collect();
-    let (tx, _rx) = bounded(1);
+    let (tx, _rx) = points_channel(1);
     let mut all_online = true;
     let clock = Arc::new(Clock::new(config.clock.check.clone()));
     for (ei, ep) in config.endpoints.iter().enumerate() {

@@ -30,7 +30,7 @@ use crate::registers::plan::{self, ReadBlock};
 use crate::registers::{self, Value};
 use crate::status::machine::{MachineEntry, Polled};
 use crate::status::{Beat, MachineStatus};
-use crate::uploader::PollLines;
+use crate::uploader::{PointsTx, PollLines};
 use crate::watchdog;
 use batch::MachineBatch;
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
@@ -104,7 +104,7 @@ pub struct Poller {
     consecutive_timeouts: u32,
     /// Connections opened so far: read-once registers are read again on each new one.
     connections: u64,
-    out: Sender<PollLines>,
+    out: PointsTx,
     beat: Option<Arc<Beat>>,
     clock: Arc<Clock>,
     /// Whether the lines of the current poll carry a real timestamp.
@@ -122,7 +122,7 @@ impl Poller {
         endpoint_index: usize,
         transport: Box<dyn Transport>,
         statuses: &[Arc<Mutex<MachineStatus>>],
-        out: Sender<PollLines>,
+        out: PointsTx,
         clock: Arc<Clock>,
     ) -> Self {
         let endpoint = config.endpoints[endpoint_index].clone();

@@ -48,7 +48,7 @@ fn poller(cfg: &Config, port: u16) -> (Poller, Statuses) {
         .iter()
         .map(|_| Arc::new(Mutex::new(MachineStatus::default())))
         .collect();
-    let (tx, _rx) = crossbeam_channel::bounded(16);
+    let (tx, _rx) = dyeing_gateway::uploader::points_channel(16);
     let p = Poller::new(
         cfg,
         0,

@@ -212,7 +212,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
     // An unparsable line and a field type conflict (v is an integer field).
     lines.insert(13, "good,machine=m v=\"text\" 1700000000500".to_string());
     lines.insert(29, "broken line without fields".to_string());
-    let (tx, rx) = crossbeam_channel::bounded(4);
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(4);
     let liveness = dyeing_gateway::status::Liveness::default();
     let beat = liveness.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));
@@ -276,7 +276,7 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
             )),
         );
         std::thread::spawn(move || http_worker.run());
-        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (tx, rx) = dyeing_gateway::uploader::points_channel(4);
         let liveness = dyeing_gateway::status::Liveness::default();
         let beat = liveness.register("uploader");
         let h = std::thread::spawn(move || up.run(rx, beat));

@@ -172,7 +172,7 @@ fn bus_faults_are_counted_and_healthy_slaves_keep_their_schedule() {
         m.intervals = [Duration::from_secs_f64(interval); 4];
     }
     let st: Vec<Arc<Mutex<MachineStatus>>> = cfg.machines.iter().map(|_| Arc::default()).collect();
-    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(1024);
     let poller = Poller::new(
         &cfg,
         0,
@@ -295,7 +295,7 @@ fn a_serial_port_that_disappears_and_comes_back_is_reopened() {
     let cfg: Config =
         config::validate_raw(config::parse(&cfg_json.to_string()).expect("parse")).expect("valid");
     let st: Vec<Arc<Mutex<MachineStatus>>> = vec![Arc::default()];
-    let (tx, _rx) = crossbeam_channel::bounded(64);
+    let (tx, _rx) = dyeing_gateway::uploader::points_channel(64);
     let mut poller = Poller::new(
         &cfg,
         0,

@@ -7,7 +7,7 @@ use dyeing_gateway::status::{lock, Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::Buffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
 use dyeing_gateway::uploader::spool::{Spool, SpoolOptions};
-use dyeing_gateway::uploader::{PollLines, Settings, Uploader};
+use dyeing_gateway::uploader::{Settings, Uploader};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,7 +97,7 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
         )),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded::<PollLines>(1);
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(1);
     let live = Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));

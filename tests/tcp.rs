@@ -103,7 +103,7 @@ fn load(v: &Value) -> Config {
 
 fn poller(cfg: &Config) -> (Poller, Arc<Mutex<MachineStatus>>) {
     let st = Arc::new(Mutex::new(MachineStatus::default()));
-    let (tx, _rx) = crossbeam_channel::bounded(16);
+    let (tx, _rx) = dyeing_gateway::uploader::points_channel(16);
     let ep = &cfg.endpoints[0];
     let (host, port) = match &ep.kind {
         config::EndpointKind::Tcp { host, port } => (host.clone(), *port),

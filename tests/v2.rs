@@ -59,7 +59,7 @@ fn upload_with_timeout(
         )),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded(4);
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(4);
     let live = Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || up.run(rx, beat));

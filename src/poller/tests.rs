@@ -79,7 +79,7 @@ fn poller(cfg: &Config, dead: Vec<u8>) -> (Poller, Shared<Vec<u8>>, Vec<Shared<M
         .iter()
         .map(|_| Arc::new(Mutex::new(MachineStatus::default())))
         .collect();
-    let (tx, _rx) = crossbeam_channel::bounded(64);
+    let (tx, _rx) = crate::uploader::points_channel(64);
     (
         Poller::new(
             cfg,

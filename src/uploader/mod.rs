@@ -22,9 +22,10 @@
 //! monotonic time and stamped once it is. The thread exits when every sender is gone, after a
 //! last flush and closing the buffer (the spool syncs what it holds).
 //!
-//! The thread waits in one place (`next_event`, one `select!`): for points, for the outcome
-//! of the request in flight, or for its timer (the next flush, the buffer's housekeeping, the
-//! watchdog beat); a write request's retries and bisection wait there too.
+//! The thread waits in one place (`next_event`, parked until its timer or its bell): for
+//! points, for the outcome of the request in flight, or for its timer (the next flush, the
+//! buffer's housekeeping, the watchdog beat); a write request's retries and bisection wait
+//! there too. Pollers and the HTTP worker ring the bell (`Bell`) after sending.
 //!
 //! With a crash journal (`journal`), every poll is journaled as it arrives and the journal is
 //! told after each loop turn how many points are settled (no longer only in this process's
@@ -42,13 +43,14 @@ use crate::clock::{wall_ms, Clock};
 use crate::lineproto::FieldType;
 use crate::status::{lock, Beat, UploaderStatus};
 use buffer::Buffer;
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, SendError, SendTimeoutError, Sender, TryRecvError};
 use journal::{Journal, JournalOptions, Replayed};
 use rejected::RejectedFile;
 use sink::{Outcome, Rejection, Sink};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The lines of one poll. `stamped` is false when the clock was not trusted at poll time:
@@ -68,6 +70,86 @@ impl PollLines {
             stamped: true,
         }
     }
+}
+
+/// Wakes the uploader thread once something was sent to it. Ringing is `Thread::unpark`: an
+/// atomic swap, and one futex wake only when the uploader sleeps; it takes no lock. Waiting
+/// in a `select!` instead registers the uploader with the points channel, and fifty pollers
+/// that finish a poll together then queue on that registration's lock (futex calls on every
+/// poll). Bound to the thread that runs the uploader; before that, a ring does nothing (the
+/// uploader looks at its channels before it first sleeps).
+#[derive(Clone, Default)]
+struct Bell(Arc<OnceLock<Thread>>);
+
+impl Bell {
+    fn ring(&self) {
+        if let Some(t) = self.0.get() {
+            t.unpark();
+        }
+    }
+
+    fn bind(&self) {
+        let _ = self.0.set(std::thread::current());
+    }
+}
+
+/// The pollers' side of the points channel: a bounded channel that rings the uploader's
+/// bell after each send (and when the last sender goes).
+#[derive(Clone)]
+pub struct PointsTx {
+    tx: Sender<PollLines>,
+    bell: Bell,
+}
+
+impl PointsTx {
+    pub fn send(&self, p: PollLines) -> Result<(), SendError<PollLines>> {
+        self.tx.send(p)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    pub fn send_timeout(
+        &self,
+        p: PollLines,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<PollLines>> {
+        self.tx.send_timeout(p, timeout)?;
+        self.bell.ring();
+        Ok(())
+    }
+}
+
+impl Drop for PointsTx {
+    fn drop(&mut self) {
+        // The last one gone ends the uploader's loop: it must look.
+        self.bell.ring();
+    }
+}
+
+/// The uploader's side of the points channel (a `Receiver` for tests and benchmarks too).
+pub struct PointsRx {
+    rx: Receiver<PollLines>,
+    bell: Bell,
+}
+
+impl std::ops::Deref for PointsRx {
+    type Target = Receiver<PollLines>;
+    fn deref(&self) -> &Receiver<PollLines> {
+        &self.rx
+    }
+}
+
+/// The bounded channel from the pollers to the uploader.
+pub fn points_channel(cap: usize) -> (PointsTx, PointsRx) {
+    let (tx, rx) = bounded(cap);
+    let bell = Bell::default();
+    (
+        PointsTx {
+            tx,
+            bell: bell.clone(),
+        },
+        PointsRx { rx, bell },
+    )
 }
 
 pub struct Settings {
@@ -144,8 +226,10 @@ pub struct Uploader {
     /// The worker that makes the HTTP calls.
     http: Sender<String>,
     outcomes: Receiver<Outcome>,
+    /// Rung by the HTTP worker after each outcome.
+    bell: Bell,
     /// Incoming batches; `None` once every sender is gone.
-    points: Option<Receiver<PollLines>>,
+    points: Option<PointsRx>,
     beat: Option<Arc<Beat>>,
     journal: Option<Journal>,
     /// Stamped lines given to the buffer, and held batches that left `held` (stamped or
@@ -161,15 +245,20 @@ pub struct HttpWorker {
     sink: Box<dyn Sink>,
     bodies: Receiver<String>,
     outcomes: Sender<Outcome>,
+    bell: Bell,
 }
 
 impl HttpWorker {
     pub fn run(mut self) {
-        for body in self.bodies {
+        for body in &self.bodies {
             if self.outcomes.send(self.sink.write(&body)).is_err() {
                 break;
             }
+            self.bell.ring();
         }
+        // Gone: the uploader must see it if it waits for an outcome.
+        drop(self.outcomes);
+        self.bell.ring();
     }
 }
 
@@ -190,10 +279,12 @@ impl Uploader {
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
         let (outcome_tx, outcomes) = bounded::<Outcome>(1);
+        let bell = Bell::default();
         let worker = HttpWorker {
             sink,
             bodies,
             outcomes: outcome_tx,
+            bell: bell.clone(),
         };
         let rejected = settings
             .rejected_file
@@ -218,6 +309,7 @@ impl Uploader {
             last_problem: None,
             http,
             outcomes,
+            bell,
             points: None,
             beat: None,
             journal: None,
@@ -581,16 +673,30 @@ impl Uploader {
         if let Some(t) = self.buffer.maintain() {
             timer = timer.min(t);
         }
-        let points = self.points.clone().unwrap_or_else(crossbeam_channel::never);
-        let outcomes = if in_flight {
-            self.outcomes.clone()
-        } else {
-            crossbeam_channel::never()
-        };
-        select! {
-            recv(points) -> b => Event::Points(b.ok()),
-            recv(outcomes) -> o => Event::Outcome(o.unwrap_or_else(|_| worker_stopped())),
-            recv(crossbeam_channel::at(timer)) -> _ => Event::Timer,
+        // Senders ring the bell after sending; a ring while awake leaves a token, so the
+        // park after a look that found nothing returns at once.
+        self.bell.bind();
+        loop {
+            if in_flight {
+                match self.outcomes.try_recv() {
+                    Ok(o) => return Event::Outcome(o),
+                    Err(TryRecvError::Disconnected) => return Event::Outcome(worker_stopped()),
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= timer {
+                return Event::Timer;
+            }
+            if let Some(rx) = &self.points {
+                rx.bell.bind();
+                match rx.try_recv() {
+                    Ok(b) => return Event::Points(Some(b)),
+                    Err(TryRecvError::Disconnected) => return Event::Points(None),
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            std::thread::park_timeout(timer - now);
         }
     }
 
@@ -603,9 +709,10 @@ impl Uploader {
         self.push(b);
         // Take what else is waiting (bounded, to keep beating): a poll is in the crash
         // journal only once taken.
-        if let Some(rx) = self.points.clone() {
-            for b in rx.try_iter().take(1024) {
-                self.push(b);
+        for _ in 0..1024 {
+            match self.points.as_ref().map(|rx| rx.try_recv()) {
+                Some(Ok(b)) => self.push(b),
+                _ => break,
             }
         }
     }
@@ -723,7 +830,7 @@ impl Uploader {
     }
 
     /// The thread's loop. Returns when every sender is gone and the last flush is done.
-    pub fn run(mut self, rx: Receiver<PollLines>, beat: Arc<Beat>) {
+    pub fn run(mut self, rx: PointsRx, beat: Arc<Beat>) {
         self.open_journal();
         self.points = Some(rx);
         self.beat = Some(beat);

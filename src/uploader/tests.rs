@@ -248,7 +248,7 @@ fn retryable_and_refused_answers_keep_every_point_and_back_off() {
 #[test]
 fn the_loop_delivers_everything_sent_before_the_channel_closes() {
     let (u, bodies, st) = uploader(3, |_, _| Outcome::Accepted);
-    let (tx, rx) = crossbeam_channel::bounded(2);
+    let (tx, rx) = super::points_channel(2);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
@@ -292,7 +292,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
         Arc::new(crate::clock::Clock::trusted()),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded::<PollLines>(1);
+    let (tx, rx) = super::points_channel(1);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
@@ -363,7 +363,7 @@ fn run_on_journal(
         Arc::new(clock),
     );
     std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = crossbeam_channel::bounded::<PollLines>(16);
+    let (tx, rx) = super::points_channel(16);
     let live = crate::status::Liveness::default();
     let beat = live.register("uploader");
     let h = std::thread::spawn(move || u.run(rx, beat));
