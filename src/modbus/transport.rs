@@ -4,8 +4,9 @@
 //!
 //! A TCP exchange costs two syscalls when the reply is whole: one send, one receive into a
 //! buffer big enough for any ADU. The receive timeout is set when the connection opens and
-//! again only when a read needs a shorter one (a reply arriving in pieces), so the deadline of
-//! an exchange holds without a `setsockopt` per read.
+//! again only when a read would overrun the deadline by more than a tenth of the timeout (a
+//! read that starts late, a reply in pieces) or ended before it, so the deadline of an
+//! exchange holds without a `setsockopt` per read.
 
 use super::codec::{self, FrameError, Framing, Request};
 use std::io::{self, Read, Write};
@@ -92,17 +93,22 @@ impl TcpTransport {
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?;
         let mut chunk = [0u8; codec::TCP_MAX_ADU];
+        // A read may overrun the deadline by at most `slack`: a timeout further off is set
+        // anew. One shorter than the time left is kept (setting it back up on every poll
+        // after a late read cost a setsockopt per poll on a busy host); a read it ends early
+        // sets it to what is left and reads again.
+        let slack = TIMEOUT_SLACK.max(self.timeout / 10);
+        let mut early = false;
         while buf.len() < want {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(TransportError::Timeout(Duration::ZERO));
             }
-            // A read may overrun the deadline by at most TIMEOUT_SLACK; anything further off
-            // (or shorter, which would end the read early) is set anew.
-            if self.read_timeout < left || self.read_timeout > left + TIMEOUT_SLACK {
-                let t = (left + TIMEOUT_SLACK / 2).min(self.timeout.max(left));
+            if early || self.read_timeout > left + slack {
+                let t = (left + slack / 2).min(self.timeout.max(left));
                 stream.set_read_timeout(Some(t))?;
                 self.read_timeout = t;
+                early = false;
             }
             match stream.read(&mut chunk) {
                 Ok(0) => {
@@ -119,7 +125,10 @@ impl TcpTransport {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(TransportError::Timeout(Duration::ZERO))
+                    if Instant::now() >= deadline {
+                        return Err(TransportError::Timeout(Duration::ZERO));
+                    }
+                    early = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
@@ -186,7 +195,8 @@ impl TcpTransport {
     }
 }
 
-/// How far past its deadline a TCP read may wait before its timeout is set again.
+/// How far past its deadline a TCP read may wait before its timeout is set again, at least
+/// (a tenth of the endpoint's timeout when that is more).
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 
 /// Read exactly `buf.len()` bytes before `deadline`. On a timeout, says how many bytes came.
