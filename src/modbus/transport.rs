@@ -533,6 +533,30 @@ mod tests {
     }
 
     #[test]
+    fn a_read_timeout_kept_shorter_than_the_time_left_does_not_end_the_exchange_early() {
+        // As after a read that started late: the socket's timeout is well below the
+        // endpoint's. A reply that comes after it, but before the deadline, is still read.
+        let (port, device) = device(12, vec![vec![(120, tcp_reply(1, 10))]]);
+        let mut t = TcpTransport::new("127.0.0.1", port, TIMEOUT);
+        t.open().expect("open");
+        let short = Duration::from_millis(20);
+        if let Some(s) = t.stream.as_ref() {
+            s.set_read_timeout(Some(short)).expect("setsockopt");
+        }
+        t.read_timeout = short;
+        let adu = t.exchange(&read_req(Framing::Tcp, 1)).expect("reply 1");
+        assert_eq!(adu, tcp_reply(1, 10));
+        // Set to what was left when the short one ended the read, never above the timeout.
+        assert!(
+            t.read_timeout > short && t.read_timeout <= TIMEOUT,
+            "{:?}",
+            t.read_timeout
+        );
+        drop(t);
+        device.join().expect("device");
+    }
+
+    #[test]
     fn rtu_over_tcp_drops_stale_input_and_assembles_a_reply_in_pieces() {
         let reply = rtu_reply(7);
         let (port, device) = device(
