@@ -11,9 +11,7 @@
 //! write again); a crash after `written` leads to a confirmation, not a second write. Every
 //! write, refused write and would-be write (shadow mode) goes to the audit log.
 
-use super::{
-    audit, fetch::check_name, new_id, rfc3339, state, BatchOrder, Confirmation, MachineId,
-};
+use super::{audit, fetch::check_name, new_id, rfc3339, state, BatchOrder, Confirmation};
 use crate::clock::Clock;
 use crate::config::{BatchWrite, Register};
 use crate::modbus::codec::Reply;
@@ -61,6 +59,14 @@ pub struct WriterState {
     pub last: Option<Written>,
 }
 
+/// The batch to write next: from the API (`offer`), or the last one again after a write that
+/// did not read back.
+#[derive(Debug, Clone)]
+struct Wanted {
+    name: String,
+    entry_id: Option<String>,
+}
+
 pub struct BatchWriter {
     cfg: BatchWrite,
     machine: String,
@@ -71,7 +77,7 @@ pub struct BatchWriter {
     path: PathBuf,
     audit: PathBuf,
     state: WriterState,
-    pending: Option<BatchOrder>,
+    pending: Option<Wanted>,
     /// The API stopped listing this machine after the last confirmation: the same name
     /// listed again is a new batch (a re-dye), not the old one still waiting to be removed.
     unlisted_since_confirm: bool,
@@ -182,7 +188,10 @@ impl BatchWriter {
             order.name
         );
         self.waiting_logged = false;
-        self.pending = Some(order);
+        self.pending = Some(Wanted {
+            name: order.name,
+            entry_id: order.entry_id,
+        });
     }
 
     /// The API no longer lists a batch for this machine.
@@ -330,8 +339,7 @@ impl BatchWriter {
                 return Ok(());
             }
             if self.pending.is_none() {
-                self.pending = Some(BatchOrder {
-                    machine: MachineId(0),
+                self.pending = Some(Wanted {
                     name: last.name.clone(),
                     entry_id: last.entry_id.clone(),
                 });
@@ -494,7 +502,7 @@ mod tests {
 
     fn order(name: &str, id: Option<&str>) -> BatchOrder {
         BatchOrder {
-            machine: MachineId(0),
+            machine: crate::batch::MachineId(0),
             name: name.into(),
             entry_id: id.map(String::from),
         }
