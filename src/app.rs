@@ -39,9 +39,10 @@ pub const OUTBOX_CHANNEL: usize = 64;
 /// When it is full the pollers wait (backpressure) rather than drop points.
 pub const POINTS_CHANNEL: usize = 4096;
 
-/// How long shutdown waits for the `influx-http` worker once the uploader is gone: it ends as
-/// soon as its request does, and a request still hanging then (the uploader already gave up on
-/// it after `shutdown_grace`) is not waited for.
+/// How long shutdown waits for an HTTP worker (`influx-http`, `outbox-http`) once the thread
+/// it serves is gone: it ends as soon as its request does, and a request still hanging then
+/// (the uploader already gave up on it after `shutdown_grace`; the outbox never waits for an
+/// answer) is not waited for.
 pub const HTTP_WORKER_GRACE: Duration = Duration::from_secs(1);
 
 /// A thread that could not be started: the process exits with a runtime failure.
@@ -78,8 +79,9 @@ impl Stoppable {
     }
 }
 
-/// The `influx-http` worker's thread; `gone` disconnects when the thread ends.
+/// An HTTP worker's thread; `gone` disconnects when the thread ends.
 struct HttpThread {
+    name: &'static str,
     handle: JoinHandle<()>,
     gone: Receiver<()>,
 }
@@ -95,6 +97,7 @@ pub struct Running {
     others: Vec<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
     influx_http: Option<HttpThread>,
+    outbox_http: Option<HttpThread>,
 }
 
 impl Running {
@@ -115,15 +118,34 @@ impl Running {
                 log::error!("the uploader thread panicked");
             }
         }
-        if let Some(w) = self.influx_http.take() {
-            match w.gone.recv_timeout(HTTP_WORKER_GRACE) {
-                Err(RecvTimeoutError::Disconnected) => {
-                    if w.handle.join().is_err() {
-                        log::error!("the influx-http thread panicked");
-                    }
+        for w in [self.influx_http.take(), self.outbox_http.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.join();
+        }
+    }
+}
+
+impl HttpThread {
+    fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> std::io::Result<Self> {
+        let (gone_tx, gone) = bounded::<()>(0);
+        let handle = spawn(name, move || {
+            let _gone = gone_tx;
+            f()
+        })?;
+        Ok(HttpThread { name, handle, gone })
+    }
+
+    /// Wait for it, at most `HTTP_WORKER_GRACE`.
+    fn join(self) {
+        match self.gone.recv_timeout(HTTP_WORKER_GRACE) {
+            Err(RecvTimeoutError::Disconnected) => {
+                if self.handle.join().is_err() {
+                    log::error!("the {} thread panicked", self.name);
                 }
-                _ => log::warn!("influx-http: a write request is still open; not waiting for it"),
             }
+            _ => log::warn!("{}: a request is still open; not waiting for it", self.name),
         }
     }
 }
@@ -167,14 +189,7 @@ pub fn start(
         board.uploader.clone(),
         clock.clone(),
     );
-    let (gone_tx, gone) = bounded::<()>(0);
-    let influx_http = HttpThread {
-        handle: spawn("influx-http", move || {
-            let _gone = gone_tx;
-            worker.run()
-        })?,
-        gone,
-    };
+    let influx_http = HttpThread::spawn("influx-http", move || worker.run())?;
     let uploader = {
         let beat = liveness.register("uploader");
         spawn("uploader", move || up.run(points_rx, beat))?
@@ -191,11 +206,12 @@ pub fn start(
         .unzip();
     let (outbox_tx, outbox_rx) = bounded::<OutboxItem>(OUTBOX_CHANNEL);
     let mut others = Vec::new();
+    let mut outbox_http = None;
     if batch_on {
         let mut finish_urls: Vec<String> = Vec::new();
         finish_urls.extend(config.api.batch_url.iter().cloned());
         finish_urls.extend(config.api.trigger_url.iter().cloned());
-        let outbox = Outbox::open(
+        let (outbox, post_worker) = Outbox::open(
             outbox::Settings {
                 dir: config.state_dir.join("outbox"),
                 finish_urls,
@@ -216,6 +232,9 @@ pub fn start(
             .iter()
             .map(|m| command_txs[m.endpoint].clone())
             .collect();
+        if let Some(worker) = post_worker {
+            outbox_http = Some(HttpThread::spawn("outbox-http", move || worker.run())?);
+        }
         let beat = liveness.register("outbox");
         let shutdown = stop_signal();
         others.push(spawn("outbox", move || {
@@ -258,6 +277,7 @@ pub fn start(
         pollers,
         uploader: Some(uploader),
         influx_http: Some(influx_http),
+        outbox_http,
     })
 }
 

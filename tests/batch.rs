@@ -860,7 +860,8 @@ fn a_silent_api_never_stops_the_watchdog_pings_the_offers_or_a_quick_stop() {
     ];
     // 12 reports left pending by an earlier run: all due at once after the restart.
     {
-        let mut o = Outbox::open(
+        // Only stored here: its HTTP worker is not run.
+        let (mut o, _worker) = Outbox::open(
             Settings {
                 dir: dir.path().join("state/outbox"),
                 finish_urls: finish_urls.clone(),

@@ -238,11 +238,20 @@ impl Payload {
 }
 
 impl Outbox {
-    pub fn open(s: Settings, status: Arc<Mutex<OutboxStatus>>) -> Outbox {
-        let (http, answers) = if s.shadow {
-            (None, crossbeam_channel::never())
+    /// The outbox and, unless in shadow mode, its HTTP worker, which the caller runs on a
+    /// thread of its own (`outbox-http`).
+    pub fn open(s: Settings, status: Arc<Mutex<OutboxStatus>>) -> (Outbox, Option<PostWorker>) {
+        let (http, answers, worker) = if s.shadow {
+            (None, crossbeam_channel::never(), None)
         } else {
-            spawn_worker(crate::http::agent(s.timeout, s.ca.as_deref()))
+            let (post_tx, posts) = bounded::<Post>(1);
+            let (answer_tx, answers) = bounded::<Answer>(1);
+            let worker = PostWorker {
+                agent: crate::http::agent(s.timeout, s.ca.as_deref()),
+                posts,
+                answers: answer_tx,
+            };
+            (Some(post_tx), answers, Some(worker))
         };
         let mut o = Outbox {
             http,
@@ -256,7 +265,7 @@ impl Outbox {
             s,
         };
         if o.s.shadow {
-            return o;
+            return (o, worker);
         }
         match Log::open(
             &o.s.dir,
@@ -300,7 +309,7 @@ impl Outbox {
             ),
         }
         o.update_status();
-        o
+        (o, worker)
     }
 
     fn apply(&mut self, rec: Record, seq: u64) {
@@ -747,43 +756,40 @@ impl Outbox {
 /// The most items stored under one sync.
 const GROUP_MAX: usize = 64;
 
-/// Start the worker that makes the POSTs, one at a time; it ends when its sender is dropped.
-fn spawn_worker(agent: ureq::Agent) -> (Option<Sender<Post>>, Receiver<Answer>) {
-    let (post_tx, posts) = bounded::<Post>(1);
-    let (answer_tx, answers) = bounded::<Answer>(1);
-    let spawned = std::thread::Builder::new()
-        .name("outbox-http".into())
-        .spawn(move || {
-            for p in posts {
-                let result = agent
-                    .post(&p.url)
-                    .header("Content-Type", "application/json")
-                    .header("Idempotency-Key", &p.id)
-                    .send(p.body.as_str());
-                let (status, text, after) = match result {
-                    Ok(mut r) => {
-                        let (status, t, after) = crate::http::read_answer(&mut r, 1000);
-                        (Some(status), t, after)
-                    }
-                    Err(e) => (None, e.to_string(), None),
-                };
-                let answer = Answer {
-                    id: p.id,
-                    url: p.url,
-                    status,
-                    text,
-                    after,
-                };
-                if answer_tx.send(answer).is_err() {
-                    break;
+/// The `outbox-http` worker: makes the POSTs the outbox hands it, one at a time, so the
+/// outbox thread never waits on the API. It ends when the outbox drops its sender.
+pub struct PostWorker {
+    agent: ureq::Agent,
+    posts: Receiver<Post>,
+    answers: Sender<Answer>,
+}
+
+impl PostWorker {
+    pub fn run(self) {
+        for p in &self.posts {
+            let result = self
+                .agent
+                .post(&p.url)
+                .header("Content-Type", "application/json")
+                .header("Idempotency-Key", &p.id)
+                .send(p.body.as_str());
+            let (status, text, after) = match result {
+                Ok(mut r) => {
+                    let (status, t, after) = crate::http::read_answer(&mut r, 1000);
+                    (Some(status), t, after)
                 }
+                Err(e) => (None, e.to_string(), None),
+            };
+            let answer = Answer {
+                id: p.id,
+                url: p.url,
+                status,
+                text,
+                after,
+            };
+            if self.answers.send(answer).is_err() {
+                break;
             }
-        });
-    match spawned {
-        Ok(_) => (Some(post_tx), answers),
-        Err(e) => {
-            log::error!("outbox: cannot start its HTTP thread ({e}); reports wait in the outbox");
-            (None, crossbeam_channel::never())
         }
     }
 }
@@ -822,7 +828,7 @@ mod tests {
     }
 
     fn outbox(dir: &Path, url: &str, clock: Arc<Clock>, wait: Duration) -> Outbox {
-        Outbox::open(
+        let (o, worker) = Outbox::open(
             Settings {
                 dir: dir.join("outbox"),
                 finish_urls: vec![url.to_string()],
@@ -837,7 +843,11 @@ mod tests {
                 clock_wait: wait,
             },
             Arc::new(Mutex::new(OutboxStatus::default())),
-        )
+        );
+        if let Some(w) = worker {
+            std::thread::spawn(move || w.run());
+        }
+        o
     }
 
     /// 2026-04-27: where systemd puts the clock of a Pi that lost its time.
