@@ -213,7 +213,7 @@ pub fn start(
         finish_urls.extend(config.api.trigger_url.iter().cloned());
         let (outbox, post_worker) = Outbox::open(
             outbox::Settings {
-                dir: config.state_dir.join("outbox"),
+                dir: config.state().outbox(),
                 finish_urls,
                 confirm_url: config.api.strings_conf_url.clone(),
                 finish_body: config.api.finish_body.clone(),
@@ -221,7 +221,7 @@ pub fn start(
                 timeout: config.api.timeout,
                 ca: ca.map(<[_]>::to_vec),
                 shadow: config.shadow_mode,
-                audit: config.state_dir.join("audit.jsonl"),
+                audit: config.state().audit(),
                 clock: clock.clone(),
                 clock_wait: outbox::CLOCK_WAIT,
             },
@@ -303,7 +303,7 @@ pub fn uploader_settings(config: &Config) -> Settings {
     Settings {
         max_points_per_write: max,
         flush_interval: flush,
-        rejected_file: Some(config.state_dir.join("rejected.lp")),
+        rejected_file: Some(config.state().rejected()),
         shutdown_grace: Duration::from_secs(5),
         hold_max_points: config.clock.hold_max_points,
         hold_max_bytes: config.clock.hold_max_bytes,
@@ -426,7 +426,7 @@ fn start_generation(
         }
     );
     let spool = Spool::open(SpoolOptions {
-        dir: config.state_dir.join("spool"),
+        dir: config.state().spool(),
         window: influx.fsync_window,
         max_bytes: influx.spool_max_bytes,
         max_memory: influx.buffer_max_points,

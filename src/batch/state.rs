@@ -60,21 +60,6 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Newer> {
     }
 }
 
-/// A file name for a machine name (anything but letters, digits, `-`, `_` becomes `_`).
-/// Two names can map to one file; config validation refuses such pairs of machines.
-pub fn file_name(machine: &str) -> String {
-    machine
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -309,6 +309,7 @@ pub fn default_confirm_body() -> serde_json::Value {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Its layout: `state()`.
     pub state_dir: PathBuf,
     /// Log and audit writes and API posts without doing them.
     pub shadow_mode: bool,
@@ -326,6 +327,13 @@ pub struct Config {
     pub machines: Vec<Machine>,
     /// Where each value that can come from several places came from, for `check`.
     pub provenance: Vec<Provenance>,
+}
+
+impl Config {
+    /// The state directory, with where each thing is kept in it.
+    pub fn state(&self) -> crate::durable::StateDir {
+        crate::durable::StateDir::new(&self.state_dir)
+    }
 }
 
 /// One problem in the configuration, at a JSON path.

@@ -48,19 +48,14 @@ impl MachineBatch {
         endpoint: &str,
         clock: &Arc<Clock>,
     ) -> Self {
-        let file = batch::state::file_name(&machine.name);
         let name = &machine.name;
         let refused = |what: &str, e: batch::state::Newer| {
             log::error!("{name}: {what} off: {e}");
         };
         let finish = machine.finish.clone().and_then(|f| {
-            FinishDetector::load(
-                f,
-                &machine.name,
-                config.state_dir.join("finish").join(format!("{file}.json")),
-            )
-            .map_err(|e| refused("finish detection", e))
-            .ok()
+            FinishDetector::load(f, &machine.name, config.state().finish_state(&machine.name))
+                .map_err(|e| refused("finish detection", e))
+                .ok()
         });
         let writer = machine.batch_write.clone().and_then(|bw| {
             let identity = bw.identity.map(|(r, v)| (machine.registers[r].clone(), v));
@@ -71,8 +66,8 @@ impl MachineBatch {
                 machine.unit_id,
                 identity,
                 config.shadow_mode,
-                config.state_dir.join("batch").join(format!("{file}.json")),
-                config.state_dir.join("audit.jsonl"),
+                config.state().batch_state(&machine.name),
+                config.state().audit(),
                 clock.clone(),
             )
             .map_err(|e| refused("batch writing", e))

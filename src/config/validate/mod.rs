@@ -208,7 +208,7 @@ fn shared_state_file(
     before: &[Machine],
     raw_index: &[usize],
 ) {
-    let file = crate::batch::state::file_name(&machine.name);
+    let file = crate::durable::state_dir::machine_file(&machine.name);
     let kinds = |m: &Machine| {
         [
             ("finish", m.finish.is_some()),
@@ -216,7 +216,7 @@ fn shared_state_file(
         ]
     };
     for (o, i) in before.iter().zip(raw_index) {
-        if o.name == machine.name || crate::batch::state::file_name(&o.name) != file {
+        if o.name == machine.name || crate::durable::state_dir::machine_file(&o.name) != file {
             continue;
         }
         let shared = kinds(machine)
