@@ -12,7 +12,7 @@ use dyeing_gateway::status::{lock, Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::Buffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
 use dyeing_gateway::uploader::spool::{Spool, SpoolOptions};
-use dyeing_gateway::uploader::{Settings, Uploader};
+use dyeing_gateway::uploader::{Uploader, UploaderSettings};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ fn replay(dir: &std::path::Path, url: &str, db: &str) -> f64 {
     let total = sp.len();
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let (up, http_worker) = Uploader::new(
-        Settings {
+        UploaderSettings {
             max_points_per_write: 5000,
             flush_interval: Duration::from_millis(100),
             rejected_file: None,

@@ -9,7 +9,7 @@
 
 use crate::batch::fetch::Fetcher;
 use crate::batch::outbox::{self, Outbox};
-use crate::batch::{Command, OutboxItem};
+use crate::batch::{OutboxItem, OwnerCommand};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::modbus::transport_for;
@@ -19,7 +19,7 @@ use crate::uploader::buffer::Buffer;
 use crate::uploader::journal::{self, JournalOptions};
 use crate::uploader::sink::{InfluxSink, Sink};
 use crate::uploader::spool::{Spool, SpoolOptions};
-pub use crate::uploader::Settings;
+pub use crate::uploader::UploaderSettings;
 use crate::uploader::{points_channel, Uploader};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender};
 use std::net::SocketAddr;
@@ -160,7 +160,7 @@ pub fn start(
     config: &Config,
     sink: Box<dyn Sink>,
     buffer: Box<dyn Buffer>,
-    settings: Settings,
+    settings: UploaderSettings,
     clock: Arc<Clock>,
     ca: Option<&[ureq::tls::Certificate<'static>]>,
 ) -> std::io::Result<Running> {
@@ -202,7 +202,7 @@ pub fn start(
     let (command_txs, command_rxs): (Vec<_>, Vec<_>) = config
         .endpoints
         .iter()
-        .map(|_| bounded::<Command>(COMMAND_CHANNEL))
+        .map(|_| bounded::<OwnerCommand>(COMMAND_CHANNEL))
         .unzip();
     let (outbox_tx, outbox_rx) = bounded::<OutboxItem>(OUTBOX_CHANNEL);
     let mut others = Vec::new();
@@ -212,7 +212,7 @@ pub fn start(
         finish_urls.extend(config.api.batch_url.iter().cloned());
         finish_urls.extend(config.api.trigger_url.iter().cloned());
         let (outbox, post_worker) = Outbox::open(
-            outbox::Settings {
+            outbox::OutboxSettings {
                 dir: config.state().outbox(),
                 finish_urls,
                 confirm_url: config.api.strings_conf_url.clone(),
@@ -293,14 +293,14 @@ pub fn journal_options() -> Option<JournalOptions> {
 
 /// Uploader settings from the config (or defaults when no InfluxDB is configured).
 /// Without a crash journal: `run` adds it (`journal_options`).
-pub fn uploader_settings(config: &Config) -> Settings {
+pub fn uploader_settings(config: &Config) -> UploaderSettings {
     let (max, flush) = config
         .influx
         .configured()
         .ok()
         .map(|i| (i.max_points_per_write, i.flush_interval))
         .unwrap_or((5000, Duration::from_secs(1)));
-    Settings {
+    UploaderSettings {
         max_points_per_write: max,
         flush_interval: flush,
         rejected_file: Some(config.state().rejected()),
@@ -437,7 +437,7 @@ fn start_generation(
         config,
         Box::new(sink),
         Box::new(spool),
-        Settings {
+        UploaderSettings {
             journal: journal_options(),
             ..uploader_settings(config)
         },

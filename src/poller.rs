@@ -18,7 +18,7 @@
 //! offline as a configuration problem, 0x06 (busy) is asked again after a short backoff. Each
 //! state change is logged once, not once per poll.
 
-use crate::batch::{Command, MachineId, OutboxItem};
+use crate::batch::{MachineId, OutboxItem, OwnerCommand};
 use crate::change::Detector;
 use crate::clock::unix_ms;
 use crate::clock::Clock;
@@ -58,7 +58,7 @@ enum Event {
     /// A group of a machine (indices in `Poller::units` and its `groups`) is due.
     Due(usize, usize),
     /// A command from another thread (batch orders, outbox receipts).
-    Command(Command),
+    Command(OwnerCommand),
     /// A wait ended with nothing to do: the next due time is not reached yet, or the loop
     /// turns for the watchdog.
     Wake,
@@ -110,7 +110,7 @@ pub struct Poller {
     /// Whether the lines of the current poll carry a real timestamp.
     stamped: bool,
     heartbeat: Duration,
-    commands: Receiver<Command>,
+    commands: Receiver<OwnerCommand>,
     /// Commands taken since the last poll.
     commands_in_turn: usize,
     outbox: Option<Sender<OutboxItem>>,
@@ -179,7 +179,7 @@ impl Poller {
     pub fn with_batch(
         mut self,
         config: &Config,
-        commands: Receiver<Command>,
+        commands: Receiver<OwnerCommand>,
         outbox: Sender<OutboxItem>,
     ) -> Self {
         let endpoint = self.endpoint.describe();
@@ -192,18 +192,20 @@ impl Poller {
     }
 
     /// A command from another thread: for the batch part of the machine it names.
-    fn command(&mut self, cmd: Command) {
+    fn command(&mut self, cmd: OwnerCommand) {
         let machine = match &cmd {
-            Command::Write(order) => order.machine,
-            Command::NotListed { machine } | Command::Persisted { machine, .. } => *machine,
+            OwnerCommand::Write(order) => order.machine,
+            OwnerCommand::NotListed { machine } | OwnerCommand::Persisted { machine, .. } => {
+                *machine
+            }
         };
         let Some(u) = self.units.iter_mut().find(|u| u.id == machine) else {
             return;
         };
         match cmd {
-            Command::Write(order) => u.batch.offer(order),
-            Command::NotListed { .. } => u.batch.not_listed(),
-            Command::Persisted { id, .. } => u.batch.persisted(&id),
+            OwnerCommand::Write(order) => u.batch.offer(order),
+            OwnerCommand::NotListed { .. } => u.batch.not_listed(),
+            OwnerCommand::Persisted { id, .. } => u.batch.persisted(&id),
         }
     }
 

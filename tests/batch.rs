@@ -845,7 +845,7 @@ fn silent_api() -> String {
 
 #[test]
 fn a_silent_api_never_stops_the_watchdog_pings_the_offers_or_a_quick_stop() {
-    use dyeing_gateway::batch::outbox::{Outbox, Payload, Settings};
+    use dyeing_gateway::batch::outbox::{Outbox, OutboxSettings, Payload};
     use dyeing_gateway::batch::FinishEvent;
     use dyeing_gateway::status::OutboxStatus;
     use std::os::unix::net::UnixDatagram;
@@ -862,7 +862,7 @@ fn a_silent_api_never_stops_the_watchdog_pings_the_offers_or_a_quick_stop() {
     {
         // Only stored here: its HTTP worker is not run.
         let (mut o, _worker) = Outbox::open(
-            Settings {
+            OutboxSettings {
                 dir: dir.path().join("state/outbox"),
                 finish_urls: finish_urls.clone(),
                 confirm_url: None,

@@ -7,7 +7,7 @@ use dyeing_gateway::config;
 use dyeing_gateway::status::UploaderStatus;
 use dyeing_gateway::uploader::buffer::MemoryBuffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
-use dyeing_gateway::uploader::{PollLines, Settings, Uploader};
+use dyeing_gateway::uploader::{PollLines, Uploader, UploaderSettings};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,7 +189,7 @@ fn a_malformed_line_is_isolated_and_the_rest_is_stored() {
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let rejected = dir.path().join("rejected.lp");
     let (up, http_worker) = Uploader::new(
-        Settings {
+        UploaderSettings {
             max_points_per_write: 1000,
             flush_interval: Duration::from_millis(100),
             rejected_file: Some(rejected.clone()),
@@ -259,7 +259,7 @@ fn retry_after_zero_or_a_past_date_does_not_turn_the_backoff_off() {
         .expect("valid");
         let influx_cfg = cfg.influx.configured().expect("influx").clone();
         let (up, http_worker) = Uploader::new(
-            Settings {
+            UploaderSettings {
                 max_points_per_write: 1000,
                 flush_interval: Duration::from_millis(10),
                 rejected_file: None,

@@ -7,7 +7,7 @@ use dyeing_gateway::status::{lock, Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::Buffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
 use dyeing_gateway::uploader::spool::{Spool, SpoolOptions};
-use dyeing_gateway::uploader::{Settings, Uploader};
+use dyeing_gateway::uploader::{Uploader, UploaderSettings};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +25,8 @@ fn sink(influx: &Influxd) -> InfluxSink {
     InfluxSink::new(cfg.influx.configured().expect("influx"), None)
 }
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> UploaderSettings {
+    UploaderSettings {
         max_points_per_write: 100,
         flush_interval: Duration::from_millis(50),
         rejected_file: None,

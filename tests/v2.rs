@@ -8,7 +8,7 @@ use dyeing_gateway::config;
 use dyeing_gateway::status::{Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::MemoryBuffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
-use dyeing_gateway::uploader::{PollLines, Settings, Uploader};
+use dyeing_gateway::uploader::{PollLines, Uploader, UploaderSettings};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ fn upload_with_timeout(
     .expect("valid");
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let (up, http_worker) = Uploader::new(
-        Settings {
+        UploaderSettings {
             max_points_per_write: batch,
             flush_interval: Duration::from_millis(50),
             rejected_file: Some(dir.path().join("rejected.lp")),

@@ -7,7 +7,7 @@
 //! problem and skipped; nothing is written. A machine listed twice in one answer gets only
 //! its first entry that can be written.
 
-use super::{BatchOrder, Command, MachineId};
+use super::{BatchOrder, MachineId, OwnerCommand};
 use crate::config::{BatchWrite, Config};
 use crate::status::Beat;
 use crossbeam_channel::{select, Receiver, Sender};
@@ -136,7 +136,7 @@ pub struct Fetcher {
     machines: Vec<(String, Option<BatchWrite>)>,
     /// Owner (endpoint) of each machine, and each endpoint's command channel.
     owner: Vec<usize>,
-    commands: Vec<Sender<Command>>,
+    commands: Vec<Sender<OwnerCommand>>,
     /// Problems seen in the previous answer (logged once while they persist).
     reported: HashSet<String>,
     /// Problems seen in the current answer.
@@ -152,7 +152,7 @@ impl Fetcher {
         config: &Config,
         ca: Option<&[ureq::tls::Certificate<'static>]>,
         url: String,
-        commands: Vec<Sender<Command>>,
+        commands: Vec<Sender<OwnerCommand>>,
     ) -> Fetcher {
         Fetcher {
             agent: crate::http::agent(config.api.timeout, ca),
@@ -272,7 +272,7 @@ impl Fetcher {
             };
             if let Some(tx) = self.commands.get(self.owner[index]) {
                 if tx
-                    .send_timeout(Command::Write(order.clone()), Duration::from_secs(1))
+                    .send_timeout(OwnerCommand::Write(order.clone()), Duration::from_secs(1))
                     .is_err()
                 {
                     log::warn!(
@@ -298,7 +298,7 @@ impl Fetcher {
         for &m in self.listed.difference(&listed) {
             if let Some(tx) = self.commands.get(self.owner[m]) {
                 let _ = tx.send_timeout(
-                    Command::NotListed {
+                    OwnerCommand::NotListed {
                         machine: MachineId(m),
                     },
                     Duration::from_secs(1),
@@ -417,7 +417,7 @@ mod tests {
         let handed: Vec<String> = rx
             .try_iter()
             .filter_map(|c| match c {
-                Command::Write(o) => Some(o.name),
+                OwnerCommand::Write(o) => Some(o.name),
                 _ => None,
             })
             .collect();

@@ -81,9 +81,10 @@ pub struct BatchOrder {
     pub entry_id: Option<String>,
 }
 
-/// Commands to an endpoint owner thread.
+/// Commands to the thread that owns a machine's endpoint (its poller): the only way the batch
+/// workflow's other threads reach a machine.
 #[derive(Debug, Clone)]
-pub enum Command {
+pub enum OwnerCommand {
     /// Write this batch into the machine (after every safety check).
     Write(BatchOrder),
     /// The outbox has stored item `id` of machine `machine` durably.

@@ -27,7 +27,7 @@
 //! restart (its age is gone), it keeps the system's time and the log says so. The settled time
 //! is stored before the POST, so every retry sends the same body under the same key.
 
-use super::{rfc3339, Command, Confirmation, FinishEvent, MachineId, OutboxItem};
+use super::{rfc3339, Confirmation, FinishEvent, MachineId, OutboxItem, OwnerCommand};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::durable::{Log, LogOptions};
@@ -129,7 +129,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// How long an item that happened while the clock was not synchronized waits for it.
 pub const CLOCK_WAIT: Duration = Duration::from_secs(120);
 
-pub struct Settings {
+pub struct OutboxSettings {
     pub dir: PathBuf,
     pub finish_urls: Vec<String>,
     pub confirm_url: Option<String>,
@@ -144,7 +144,7 @@ pub struct Settings {
 }
 
 pub struct Outbox {
-    s: Settings,
+    s: OutboxSettings,
     /// The worker that makes the POSTs; `None` in shadow mode or when it could not start.
     http: Option<Sender<Post>>,
     answers: Receiver<Answer>,
@@ -240,7 +240,10 @@ impl Payload {
 impl Outbox {
     /// The outbox and, unless in shadow mode, its HTTP worker, which the caller runs on a
     /// thread of its own (`outbox-http`).
-    pub fn open(s: Settings, status: Arc<Mutex<OutboxStatus>>) -> (Outbox, Option<PostWorker>) {
+    pub fn open(
+        s: OutboxSettings,
+        status: Arc<Mutex<OutboxStatus>>,
+    ) -> (Outbox, Option<PostWorker>) {
         let (http, answers, worker) = if s.shadow {
             (None, crossbeam_channel::never(), None)
         } else {
@@ -700,7 +703,7 @@ impl Outbox {
     pub fn run(
         mut self,
         rx: Receiver<OutboxItem>,
-        reply: Vec<Sender<Command>>,
+        reply: Vec<Sender<OwnerCommand>>,
         shutdown: Receiver<()>,
         beat: Arc<Beat>,
     ) {
@@ -726,7 +729,7 @@ impl Outbox {
                             .collect();
                         for (machine, id) in self.add_group(items) {
                             if let Some(tx) = reply.get(machine.0) {
-                                let _ = tx.send_timeout(Command::Persisted { machine, id }, Duration::from_secs(1));
+                                let _ = tx.send_timeout(OwnerCommand::Persisted { machine, id }, Duration::from_secs(1));
                             }
                         }
                     }
@@ -829,7 +832,7 @@ mod tests {
 
     fn outbox(dir: &Path, url: &str, clock: Arc<Clock>, wait: Duration) -> Outbox {
         let (o, worker) = Outbox::open(
-            Settings {
+            OutboxSettings {
                 dir: dir.join("outbox"),
                 finish_urls: vec![url.to_string()],
                 confirm_url: None,

@@ -1,7 +1,7 @@
 //! One machine's part of the batch workflow, run by its endpoint's poller after each poll that
 //! answered (only the poller may touch the device): the finish detector, the batch writer, and
 //! the offering of what the outbox still has to store (every `OFFER_AGAIN` until it says it
-//! has, through a `Command::Persisted`). Without `Poller::with_batch` both parts are absent
+//! has, through an `OwnerCommand::Persisted`). Without `Poller::with_batch` both parts are absent
 //! and it does nothing.
 
 use crate::batch::finish::FinishDetector;

@@ -192,7 +192,7 @@ fn the_loop_takes_commands_first_but_polls_between_floods_and_sleeps_until_due()
     p.commands = cmd_rx;
     for _ in 0..COMMANDS_PER_TURN + 2 {
         cmd_tx
-            .send(Command::NotListed {
+            .send(OwnerCommand::NotListed {
                 machine: MachineId(0),
             })
             .expect("send");
@@ -225,7 +225,7 @@ fn the_loop_takes_commands_first_but_polls_between_floods_and_sleeps_until_due()
     );
     // A command wakes it at once.
     cmd_tx
-        .send(Command::NotListed {
+        .send(OwnerCommand::NotListed {
             machine: MachineId(0),
         })
         .expect("send");

@@ -152,7 +152,7 @@ pub fn points_channel(cap: usize) -> (PointsTx, PointsRx) {
     )
 }
 
-pub struct Settings {
+pub struct UploaderSettings {
     pub max_points_per_write: usize,
     pub flush_interval: Duration,
     /// Where rejected lines are kept (capped at `rejected::MAX_BYTES`); `None` drops them.
@@ -204,7 +204,7 @@ enum Sent {
 }
 
 pub struct Uploader {
-    settings: Settings,
+    settings: UploaderSettings,
     buffer: Box<dyn Buffer>,
     status: Arc<Mutex<UploaderStatus>>,
     clock: Arc<Clock>,
@@ -265,7 +265,7 @@ impl HttpWorker {
 impl Uploader {
     /// The uploader and its HTTP worker, which the caller runs on a thread of its own.
     pub fn new(
-        settings: Settings,
+        settings: UploaderSettings,
         sink: Box<dyn Sink>,
         buffer: Box<dyn Buffer>,
         status: Arc<Mutex<UploaderStatus>>,

@@ -36,7 +36,7 @@ fn uploader(
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let (u, http_worker) = Uploader::new(
-        Settings {
+        UploaderSettings {
             max_points_per_write: batch,
             flush_interval: Duration::from_millis(10),
             rejected_file: None,
@@ -274,7 +274,7 @@ fn points_found_in_the_buffer_at_start_are_sent_without_waiting_for_new_ones() {
     let mut recovered = MemoryBuffer::new(1000);
     recovered.push(lines(5));
     let (u, http_worker) = Uploader::new(
-        Settings {
+        UploaderSettings {
             max_points_per_write: 100,
             flush_interval: Duration::from_millis(10),
             rejected_file: None,
@@ -342,7 +342,7 @@ fn run_on_journal(
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let status = Arc::new(Mutex::new(UploaderStatus::default()));
     let (u, http_worker) = Uploader::new(
-        Settings {
+        UploaderSettings {
             max_points_per_write: 100,
             flush_interval: Duration::from_millis(10),
             rejected_file: None,
