@@ -3,7 +3,8 @@
 //! process, so it is not counted) and writes to a real influxd. After a warm-up it measures, in
 //! two windows of `--duration` seconds each: first CPU time (utime + stime from /proc, no
 //! tracer attached) and peak RSS; then syscalls by kind and threads created (`clone`/`clone3`)
-//! with `strace -f` attached by pid (also split by thread), so start-up is not counted. Then the Python baseline
+//! with `strace -f` attached by pid (also split by thread; CPU time and times scheduled
+//! in per thread from `/proc/PID/task/*/schedstat` in the CPU window), so start-up is not counted. Then the Python baseline
 //! (tests/peers/block_poller.py: the original's thread per machine, one pymodbus
 //! read_holding_registers per planned block) polls the same simulator for the same time, and
 //! its CPU is measured the same way; then once more reading each register on its own, as the
@@ -89,6 +90,38 @@ fn strace_counts(
     (kinds, threads)
 }
 
+/// CPU time (ns) and times scheduled in, by thread name (numbers dropped, as in
+/// `strace_counts`), from `/proc/PID/task/*/schedstat` (exact, unlike the 10 ms ticks of
+/// `stat`).
+fn schedstats(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let path = t.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = comm
+            .trim()
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .to_string();
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let f: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if let (Some(ns), Some(slices)) = (f.first(), f.get(2)) {
+            let e = out.entry(name).or_default();
+            e.0 += ns;
+            e.1 += slices;
+        }
+    }
+    out
+}
+
 /// Share of one core (CPU seconds per second) and peak RSS (KiB) of `pid` over `window`.
 fn cpu_over(pid: u32, window: Duration) -> (f64, u64) {
     let (cpu0, _, _) = proc_stats(pid);
@@ -143,7 +176,9 @@ fn main() {
     let pid = gw.child.id();
     std::thread::sleep(WARM_UP);
     let req0 = served(&sim);
+    let sched0 = schedstats(pid);
     let (gw_cpu, gw_hwm) = cpu_over(pid, duration);
+    let sched1 = schedstats(pid);
     let (anon, file) = (proc_status(pid, "RssAnon:"), proc_status(pid, "RssFile:"));
     let polls_cpu = served(&sim) - req0;
     let summary = dir.path().join("strace.txt");
@@ -259,6 +294,27 @@ fn main() {
         "without futex, sched_yield",
         total - waits
     );
+    println!("  CPU and wake-ups per poll by thread (schedstat, the CPU window):");
+    let mut cpu_rows: Vec<(String, f64, f64)> = sched1
+        .iter()
+        .map(|(name, (ns, slices))| {
+            let (ns0, slices0) = sched0.get(name).copied().unwrap_or((0, 0));
+            let n = polls_cpu.max(1) as f64;
+            (
+                name.clone(),
+                ns.saturating_sub(ns0) as f64 / 1000.0 / n,
+                slices.saturating_sub(slices0) as f64 / n,
+            )
+        })
+        .collect();
+    cpu_rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (mut us_all, mut runs_all) = (0.0, 0.0);
+    for (name, us, runs) in &cpu_rows {
+        us_all += us;
+        runs_all += runs;
+        println!("    {name:<18} {us:>8.1} us  {runs:>6.2} runs");
+    }
+    println!("    {:<18} {us_all:>8.1} us  {runs_all:>6.2} runs", "total");
     println!("  threads created                  {per_min:.1} per minute ({clones} clone/clone3); {threads_now} threads at the end");
     println!(
         "  gateway CPU                      {:.3} % of one core; RSS peak {gw_hwm} KiB (now {anon} KiB anonymous, {file} KiB mapped files)",
