@@ -2,9 +2,9 @@
 //! polls N simulated Modbus TCP machines x R registers every second (the simulator runs in this
 //! process, so it is not counted) and writes to a real influxd. After a warm-up it measures, in
 //! two windows of `--duration` seconds each: first CPU time (utime + stime from /proc, no
-//! tracer attached) and peak RSS; then syscalls by kind and threads created (`clone`/`clone3`)
-//! with `strace -f` attached by pid (also split by thread; CPU time and times scheduled
-//! in per thread from `/proc/PID/task/*/schedstat` in the CPU window), so start-up is not counted. Then the Python baseline
+//! tracer attached; per thread, CPU time and times scheduled in from `schedstat`) and peak
+//! RSS; then syscalls by kind and by thread, and threads created (`clone`/`clone3`), with
+//! `strace -f` attached by pid, so start-up is not counted. Then the Python baseline
 //! (tests/peers/block_poller.py: the original's thread per machine, one pymodbus
 //! read_holding_registers per planned block) polls the same simulator for the same time, and
 //! its CPU is measured the same way; then once more reading each register on its own, as the
