@@ -165,12 +165,18 @@ fn main() {
     let blocks = plan::plan(&m0.registers, &all, &m0.limits);
     let sim = simulate::start(&cfg, None, 60.0).expect("simulator");
 
+    let shm = std::path::Path::new("/dev/shm");
+    let runtime = if shm.is_dir() { shm } else { dir.path() }
+        .join(format!("bench-syscalls-run-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&runtime);
     // The gateway: warm-up, a CPU window without a tracer, then a window under strace.
     let mut gw = Proc::spawn(
         "gateway",
         Command::new(&gw_bin)
             .args(["--config", cfg_path.to_str().unwrap_or_default(), "run"])
-            .env("RUST_LOG", "warn"),
+            .env("RUST_LOG", "warn")
+            // With its crash journal, as under systemd (RuntimeDirectory=, a tmpfs).
+            .env("RUNTIME_DIRECTORY", &runtime),
         dir.path(),
     );
     let pid = gw.child.id();
@@ -356,4 +362,5 @@ fn main() {
         goal(gw_hwm < 8192)
     );
     println!("  gateway exit on SIGTERM: {code:?}");
+    let _ = std::fs::remove_dir_all(&runtime);
 }
