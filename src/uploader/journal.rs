@@ -6,7 +6,8 @@
 //! Nothing of it touches the state directory.
 //!
 //! Words:
-//! - A *record* is the lines of one poll, written with one `write(2)` and no fsync:
+//! - A *record* is the lines of one poll: records appended together (the polls the uploader
+//!   took in one wake-up) go out in one `write(2)` at `flush`, with no fsync:
 //!   `length (u32 LE) | CRC-32 of the payload (u32 LE) | payload`. The payload starts with a
 //!   kind byte: `S` (stamped points, then the lines separated by `\n`) or `H` (points held for
 //!   an untrusted clock: `CLOCK_BOOTTIME` of the poll in ns as u64 LE, the boot id as a length
@@ -141,6 +142,7 @@ pub struct Journal {
     settled_held: u64,
     bytes: u64,
     boot_id: String,
+    /// Records appended and not yet written (`flush`).
     record: Vec<u8>,
     problem: Option<String>,
     overflowing: bool,
@@ -378,9 +380,10 @@ impl Journal {
         self.append(&head, lines);
     }
 
+    /// Add a record to those `flush` writes.
     fn append(&mut self, head: &[u8], lines: &[String]) {
-        let mut rec = std::mem::take(&mut self.record);
-        rec.clear();
+        let rec = &mut self.record;
+        let start = rec.len();
         rec.extend_from_slice(&[0; HEADER]);
         rec.extend_from_slice(head);
         for (i, l) in lines.iter().enumerate() {
@@ -389,22 +392,33 @@ impl Journal {
             }
             rec.extend_from_slice(l.as_bytes());
         }
-        let len = rec.len() - HEADER;
+        let len = rec.len() - start - HEADER;
         if len <= MAX_RECORD {
-            let crc = crc32fast::hash(&rec[HEADER..]);
-            rec[..4].copy_from_slice(&(len as u32).to_le_bytes());
-            rec[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-            if let Err(e) = self.write(&rec) {
-                self.complain(format!("cannot write: {e}"));
-            }
+            let crc = crc32fast::hash(&rec[start + HEADER..]);
+            rec[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            rec[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
         } else {
+            rec.truncate(start);
             self.complain(format!("a poll of {len} bytes is too large to journal"));
         }
-        self.record = rec;
+    }
+
+    /// Write the records appended since the last flush, in one write. The uploader flushes
+    /// after taking what is waiting and before it sleeps; settling flushes first.
+    pub fn flush(&mut self) {
+        if self.record.is_empty() {
+            return;
+        }
+        let mut recs = std::mem::take(&mut self.record);
+        if let Err(e) = self.write(&recs) {
+            self.complain(format!("cannot write: {e}"));
+        }
+        recs.clear();
+        self.record = recs;
         self.bound();
     }
 
-    /// One write of a whole record at the end of the newest segment.
+    /// One write of whole records at the end of the newest segment.
     fn write(&mut self, rec: &[u8]) -> io::Result<()> {
         let rotate = self
             .segments
@@ -481,6 +495,7 @@ impl Journal {
     /// Say how many stamped lines and held batches, counted in journal order, are settled;
     /// segments holding only settled points are deleted (the newest is truncated).
     pub fn settle(&mut self, stamped: u64, held: u64) {
+        self.flush();
         self.settled_stamped = self.settled_stamped.max(stamped);
         self.settled_held = self.settled_held.max(held);
         while let Some(front) = self.segments.front() {
@@ -508,6 +523,12 @@ impl Journal {
         if self.stamped == self.settled_stamped && self.held == self.settled_held {
             self.overflowing = false;
         }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -27,7 +27,8 @@
 //! buffer's housekeeping, the watchdog beat); a write request's retries and bisection wait
 //! there too. Pollers and the HTTP worker ring the bell (`Bell`) after sending.
 //!
-//! With a crash journal (`journal`), every poll is journaled as it arrives and the journal is
+//! With a crash journal (`journal`), every poll is journaled as it is taken (what is taken
+//! together, in one write, before the thread waits again) and the journal is
 //! told after each loop turn how many points are settled (no longer only in this process's
 //! memory); at start, before any new point, what a crashed predecessor left is replayed.
 
@@ -673,6 +674,10 @@ impl Uploader {
         if let Some(t) = self.buffer.maintain() {
             timer = timer.min(t);
         }
+        // Nothing taken stays unjournaled while the thread waits.
+        if let Some(j) = self.journal.as_mut() {
+            j.flush();
+        }
         // Senders ring the bell after sending; a ring while awake leaves a token, so the
         // park after a look that found nothing returns at once.
         self.bell.bind();
@@ -714,6 +719,10 @@ impl Uploader {
                 Some(Ok(b)) => self.push(b),
                 _ => break,
             }
+        }
+        // What was taken together is journaled in one write.
+        if let Some(j) = self.journal.as_mut() {
+            j.flush();
         }
     }
 

@@ -91,6 +91,36 @@ fn appended_polls_are_replayed_in_order_after_a_crash() {
 }
 
 #[test]
+fn polls_taken_together_are_written_together_at_the_flush() {
+    let d = Dir::new("group");
+    let (mut j, _) = Journal::open(&d.opts(1 << 20)).expect("open");
+    j.append_stamped(&poll(0, 2));
+    j.append_stamped(&poll(2, 3));
+    let written = |d: &Dir| -> Vec<u8> {
+        d.segments()
+            .iter()
+            .flat_map(|p| fs::read(p).unwrap_or_default())
+            .collect()
+    };
+    assert!(
+        written(&d).is_empty(),
+        "nothing is written before the flush"
+    );
+    j.flush();
+    let data = written(&d);
+    let (records, valid) = parse(&data);
+    assert_eq!(records.len(), 2, "one record per poll");
+    assert_eq!(valid, data.len());
+    assert_eq!(j.bytes(), data.len() as u64);
+    // Settling flushes first: a poll appended since is written, then settled with the rest
+    // (were it written after the trim, a settled poll would stay in the journal).
+    j.append_stamped(&poll(5, 1));
+    j.settle(6, 0);
+    assert!(written(&d).is_empty(), "everything settled: nothing kept");
+    assert_eq!(j.bytes(), 0);
+}
+
+#[test]
 fn settled_points_are_trimmed_and_not_replayed() {
     let d = Dir::new("trim");
     {
@@ -117,6 +147,7 @@ fn whole_segments_go_once_settled_and_replayed_segments_are_kept_until_then() {
         let (mut j, _) = Journal::open(&d.opts(64 << 10)).expect("open");
         for k in 0..100 {
             j.append_stamped(&poll(k * per, per));
+            j.flush();
         }
         assert!(d.segments().len() >= 3, "{:?}", d.segments());
         j.settle((60 * per) as u64, 0);
@@ -184,6 +215,7 @@ fn the_size_is_bounded() {
     let (mut j, _) = Journal::open(&d.opts(64 << 10)).expect("open");
     for k in 0..1000 {
         j.append_stamped(&poll(k * 10, 10));
+        j.flush();
     }
     let on_disk: u64 = d
         .segments()
