@@ -7,13 +7,21 @@ use dyeing_gateway::status::{lock, Liveness, UploaderStatus};
 use dyeing_gateway::uploader::buffer::Buffer;
 use dyeing_gateway::uploader::sink::InfluxSink;
 use dyeing_gateway::uploader::spool::{Spool, SpoolOptions};
-use dyeing_gateway::uploader::{Uploader, UploaderSettings};
+use dyeing_gateway::uploader::{PointsTx, Uploader, UploaderSettings};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn sink(influx: &Influxd) -> InfluxSink {
-    let cfg = config::validate_raw(
+    InfluxSink::new(
+        minimal_config(influx).influx.configured().expect("influx"),
+        None,
+    )
+}
+
+/// A config with nothing but the InfluxDB URL and database set: the product's defaults.
+fn minimal_config(influx: &Influxd) -> config::Config {
+    config::validate_raw(
         config::parse(
             &json!({"influxdb": {"url": influx.url(), "api": "v1", "database": influx.db, "timeout_s": 10},
                 "machines": [{"name": "m", "ip_address": "h", "registers": [{"name": "a", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}]}]})
@@ -21,8 +29,7 @@ fn sink(influx: &Influxd) -> InfluxSink {
         )
         .expect("parse"),
     )
-    .expect("valid");
-    InfluxSink::new(cfg.influx.configured().expect("influx"), None)
+    .expect("valid")
 }
 
 fn settings() -> UploaderSettings {
@@ -35,6 +42,37 @@ fn settings() -> UploaderSettings {
         hold_max_bytes: 1 << 20,
         journal: None,
     }
+}
+
+/// An uploader over `spool` writing to `influx`, on threads of its own (with its HTTP worker):
+/// the points channel, the thread (it ends once the channel is dropped) and its status.
+fn start_uploader(
+    settings: UploaderSettings,
+    spool: Spool,
+    influx: &Influxd,
+) -> (
+    PointsTx,
+    std::thread::JoinHandle<()>,
+    Arc<Mutex<UploaderStatus>>,
+) {
+    let status = Arc::new(Mutex::new(UploaderStatus::default()));
+    let (up, http_worker) = Uploader::new(
+        settings,
+        Box::new(sink(influx)),
+        Box::new(spool),
+        status.clone(),
+        Arc::new(dyeing_gateway::clock::Clock::new(
+            dyeing_gateway::clock::SyncCheck::Off,
+        )),
+    );
+    std::thread::spawn(move || http_worker.run());
+    let (tx, rx) = dyeing_gateway::uploader::points_channel(16);
+    let h = std::thread::spawn(move || {
+        let live = Liveness::default();
+        let beat = live.register("uploader");
+        up.run(rx, beat)
+    });
+    (tx, h, status)
 }
 
 /// The byte offset of record `index` in a segment file (records: u32 length, u32 CRC, payload).
@@ -86,21 +124,7 @@ fn a_damaged_record_is_skipped_counted_and_logged_once_and_the_rest_arrives() {
     let lost_value = 150;
 
     influx.restart();
-    let status = Arc::new(Mutex::new(UploaderStatus::default()));
-    let (up, http_worker) = Uploader::new(
-        settings(),
-        Box::new(sink(&influx)),
-        Box::new(spool),
-        status.clone(),
-        Arc::new(dyeing_gateway::clock::Clock::new(
-            dyeing_gateway::clock::SyncCheck::Off,
-        )),
-    );
-    std::thread::spawn(move || http_worker.run());
-    let (tx, rx) = dyeing_gateway::uploader::points_channel(1);
-    let live = Liveness::default();
-    let beat = live.register("uploader");
-    let h = std::thread::spawn(move || up.run(rx, beat));
+    let (tx, h, status) = start_uploader(settings(), spool, &influx);
     let done = wait_until(Duration::from_secs(30), || {
         let st = lock(&status);
         st.points_written + st.dropped >= n as u64 || st.write_requests > 200
@@ -234,4 +258,62 @@ fn a_full_disk_loses_nothing_from_the_write_buffer_and_the_spooled_count_is_what
     println!("full disk: {} of {n} delivered afterwards", got.len());
     assert_eq!(got.len() as u64 + spool.dropped(), n as u64);
     assert_eq!(got, all, "in order, none lost");
+}
+
+/// Normal operation writes nothing to the SD card: with the defaults (a flush interval of
+/// 1 s, a fsync window of 1 s) and InfluxDB keeping up, every point goes from memory to
+/// InfluxDB and the spool's segments stay empty. (A flush when the oldest point was a window
+/// old raced the spill and wrote about one record a second.)
+#[test]
+fn with_the_defaults_and_influxdb_keeping_up_nothing_is_written_to_the_spool() {
+    let influx = Influxd::start();
+    let cfg = minimal_config(&influx);
+    let defaults = cfg.influx.configured().expect("influx");
+    let state = TempDir::new("spool-quiet");
+    let dir = state.path().join("spool");
+    let spool = Spool::open(SpoolOptions {
+        dir: dir.clone(),
+        window: defaults.fsync_window,
+        max_bytes: defaults.spool_max_bytes,
+        max_memory: defaults.buffer_max_points,
+        max_memory_bytes: defaults.buffer_max_bytes,
+    });
+    let settings = UploaderSettings {
+        rejected_file: None,
+        ..dyeing_gateway::app::uploader_settings(&cfg)
+    };
+    let (tx, h, status) = start_uploader(settings, spool, &influx);
+    // Five machines polled every 200 ms for 6 s.
+    let run = fastrand::u32(..);
+    let base = dyeing_gateway::clock::wall_ms() - 60_000;
+    let mut n = 0;
+    for _ in 0..30 {
+        let lines: Vec<String> = (0..5)
+            .map(|m| {
+                n += 1;
+                format!("quiet,run={run},m={m} v={n}i {}", base + n)
+            })
+            .collect();
+        tx.send(dyeing_gateway::uploader::PollLines::stamped(lines))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let delivered = wait_until(Duration::from_secs(10), || {
+        lock(&status).points_written >= n as u64
+    });
+    let on_disk = records_on_disk(&dir);
+    drop(tx);
+    let _ = h.join();
+    let st = lock(&status).clone();
+    println!(
+        "defaults (flush {:?}, fsync window {:?}): {n} points, {} written in {} requests, {on_disk} records on disk",
+        defaults.flush_interval, defaults.fsync_window, st.points_written, st.write_requests
+    );
+    assert!(delivered, "not all delivered: {st:?}");
+    assert_eq!(
+        on_disk, 0,
+        "points were written to the spool in normal operation"
+    );
+    let rows = influx.rows(&format!("SELECT v FROM quiet WHERE run = '{run}'"));
+    assert_eq!(rows.len(), n as usize);
 }

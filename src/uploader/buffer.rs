@@ -3,7 +3,7 @@
 //! the oldest go, counted and logged). The durable spool implements the same interface.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Memory a point costs beyond its line's bytes: the `String` and its slot in a queue (with
 /// the queue's spare capacity) and the allocator's own overhead. Measured: about 190 bytes
@@ -47,6 +47,12 @@ pub trait Buffer: Send {
     }
     /// Why the buffer cannot keep points durably, if it cannot.
     fn problem(&self) -> Option<String> {
+        None
+    }
+    /// How old a line may get before it should be on its way to InfluxDB: the spool writes
+    /// lines a window old to disk, so the uploader sends the oldest by half a window (or by
+    /// its flush interval, if shorter). `None`: no limit.
+    fn deliver_within(&self) -> Option<Duration> {
         None
     }
 }

@@ -460,9 +460,15 @@ impl Uploader {
         let due = if self.buffer.len() >= self.batch {
             Instant::now()
         } else {
-            // Points of unknown age (recovered from the spool at start) are due at once.
-            self.oldest_since
-                .map_or_else(Instant::now, |t| t + self.settings.flush_interval)
+            // Points of unknown age (recovered from the spool at start) are due at once. The
+            // oldest goes out before the spool would write it to disk: with the defaults (a
+            // flush interval of 1 s, a fsync window of 1 s) a flush at 1 s raced the spill and
+            // wrote points to the SD card in normal operation.
+            let wait = match self.buffer.deliver_within() {
+                Some(d) => self.settings.flush_interval.min(d),
+                None => self.settings.flush_interval,
+            };
+            self.oldest_since.map_or_else(Instant::now, |t| t + wait)
         };
         Some(match self.retry_at {
             Some(r) => due.max(r),

@@ -265,6 +265,10 @@ impl Spool {
 }
 
 impl Buffer for Spool {
+    fn deliver_within(&self) -> Option<Duration> {
+        Some(self.opts.window / 2)
+    }
+
     fn push(&mut self, lines: Vec<String>) {
         let now = Instant::now();
         for l in lines {
