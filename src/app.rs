@@ -68,11 +68,16 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinH
 struct Stoppable {
     handle: JoinHandle<()>,
     stop: Sender<()>,
+    /// Wakes a thread that does not wait on `stop` itself (the status page's `poll(2)`).
+    waker: Option<crate::status_http::server::Waker>,
 }
 
 impl Stoppable {
     fn join(self) {
         drop(self.stop);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
         if self.handle.join().is_err() {
             log::error!("a thread panicked");
         }
@@ -454,7 +459,11 @@ fn start_generation(
                 crate::watchdog::run(liveness, interval, max_age, stop_rx, crate::watchdog::ping)
             })
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
-            Some(Stoppable { handle, stop })
+            Some(Stoppable {
+                handle,
+                stop,
+                waker: None,
+            })
         }
     };
     Ok(Generation { running, watchdog })
@@ -498,6 +507,7 @@ pub fn start_status(
     log::info!("status page on http://{addr}/ (also /status.json and /metrics)");
     eprintln!("status page: http://{addr}/");
     let (stop, stop_rx) = bounded::<()>(0);
+    let waker = Some(server.waker());
     warn_legacy(&sp.auth);
     lock(&shared.login).set_login(sp.auth.clone());
     let shared = shared.clone();
@@ -505,7 +515,11 @@ pub fn start_status(
         crate::status_http::run(server, shared, stop_rx)
     })
     .map_err(start_error("cannot start the status page"))?;
-    Ok(StatusPage(Some(Stoppable { handle, stop })))
+    Ok(StatusPage(Some(Stoppable {
+        handle,
+        stop,
+        waker,
+    })))
 }
 
 /// Take the page's login from a reloaded config. The page keeps the address it was started
@@ -580,7 +594,11 @@ pub fn run(
                 crate::update::run(&program, cell, crate::update::REFRESH, stop_rx)
             })
             .map_err(start_error("cannot start"))?;
-            Some(Stoppable { handle, stop })
+            Some(Stoppable {
+                handle,
+                stop,
+                waker: None,
+            })
         }
     };
     // The page's address is kept until a restart.

@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,13 +120,50 @@ pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 pub struct Server {
     listener: TcpListener,
     limits: Limits,
+    wake: Arc<OwnedFd>,
+}
+
+/// Wakes the reader out of `poll(2)` (an eventfd in its set), so that it sees the shutdown
+/// at once without waking up periodically to look.
+#[derive(Clone)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd this handle keeps open. A
+        // failure (the counter full) still leaves the reader woken.
+        let _ = unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                (&one as *const u64).cast::<libc::c_void>(),
+                8,
+            )
+        };
+    }
 }
 
 impl Server {
     pub fn bind(addr: SocketAddr, limits: Limits) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
-        Ok(Server { listener, limits })
+        // SAFETY: eventfd returns a new descriptor (or -1), owned from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a valid descriptor nothing else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Server {
+            listener,
+            limits,
+            wake,
+        })
+    }
+
+    /// What to wake the reader with after closing its shutdown channel.
+    pub fn waker(&self) -> Waker {
+        Waker(self.wake.clone())
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -156,6 +193,7 @@ impl Server {
         }
         Reader {
             listener: self.listener,
+            wake: self.wake,
             limits: self.limits,
             pending: VecDeque::new(),
             jobs: jobs_tx,
@@ -184,6 +222,8 @@ struct Pending {
 
 struct Reader {
     listener: TcpListener,
+    /// The eventfd the `Waker` writes to.
+    wake: Arc<OwnedFd>,
     limits: Limits,
     /// Oldest first.
     pending: VecDeque<Pending>,
@@ -214,24 +254,18 @@ impl Reader {
             let deadline = self.limits.request_deadline;
             self.pending
                 .retain(|p| now.duration_since(p.since) < deadline);
-            let wait = self
-                .pending
-                .front()
-                .map(|p| deadline.saturating_sub(now.duration_since(p.since)))
-                .unwrap_or(Duration::MAX)
-                .min(Duration::from_millis(250));
+            // Idle, it sleeps until a connection or the waker: no periodic wake-up.
+            let wait = self.pending.front().map_or(-1, |p| {
+                let left = deadline.saturating_sub(now.duration_since(p.since));
+                left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+            });
             fds.clear();
             fds.push(pollfd(self.listener.as_raw_fd()));
+            fds.push(pollfd(self.wake.as_raw_fd()));
             fds.extend(self.pending.iter().map(|p| pollfd(p.stream.as_raw_fd())));
             // SAFETY: `fds` is a valid, initialized array of `fds.len()` pollfd structs that
             // outlives the call; every descriptor in it is owned by a live socket.
-            let n = unsafe {
-                libc::poll(
-                    fds.as_mut_ptr(),
-                    fds.len() as libc::nfds_t,
-                    wait.as_millis().max(1) as libc::c_int,
-                )
-            };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -242,7 +276,7 @@ impl Reader {
             }
             // Pending connections, from the back so that removing keeps indices valid.
             for i in (0..self.pending.len()).rev() {
-                let ready = fds.get(i + 1).map_or(0, |f| f.revents);
+                let ready = fds.get(i + 2).map_or(0, |f| f.revents);
                 if ready == 0 {
                     continue;
                 }
@@ -269,6 +303,18 @@ impl Reader {
             }
             if fds.first().is_some_and(|f| f.revents != 0) {
                 self.accept_all();
+            }
+            if fds.get(1).is_some_and(|f| f.revents != 0) {
+                let mut count = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into a live buffer from the eventfd (which
+                // resets it); nonblocking, so it cannot hang.
+                let _ = unsafe {
+                    libc::read(
+                        self.wake.as_raw_fd(),
+                        count.as_mut_ptr().cast::<libc::c_void>(),
+                        8,
+                    )
+                };
             }
         }
     }
@@ -460,6 +506,30 @@ mod tests {
         let handler: Handler = Arc::new(|r: &Request| Response::text(200, &r.path));
         std::thread::spawn(move || server.run(handler, stop_rx));
         (addr, stop)
+    }
+
+    #[test]
+    fn an_idle_reader_sleeps_until_woken_and_then_sees_the_shutdown() {
+        let server =
+            Server::bind("127.0.0.1:0".parse().expect("addr"), Limits::default()).expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let waker = server.waker();
+        let (stop, stop_rx) = bounded::<()>(0);
+        let handler: Handler = Arc::new(|r: &Request| Response::text(200, &r.path));
+        let (done_tx, done) = bounded::<()>(1);
+        std::thread::spawn(move || {
+            server.run(handler, stop_rx);
+            let _ = done_tx.send(());
+        });
+        assert!(get(addr, b"GET /a HTTP/1.0\r\n\r\n").ends_with("/a"));
+        // Idle and not woken, it does not notice the closed channel: no periodic wake-up.
+        drop(stop);
+        assert!(done.recv_timeout(Duration::from_millis(600)).is_err());
+        waker.wake();
+        assert!(
+            done.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the reader did not stop once woken"
+        );
     }
 
     fn get(addr: SocketAddr, raw: &[u8]) -> String {
