@@ -32,6 +32,18 @@ fn served(sim: &simulate::Simulator) -> u64 {
         .sum()
 }
 
+/// A thread's role from its name in `task_dir/comm`, numbers dropped ("poll M07" and
+/// "status-worker-1" count as "poll" and "status-worker").
+fn thread_role(task_dir: &std::path::Path) -> String {
+    let comm = std::fs::read_to_string(task_dir.join("comm")).unwrap_or_else(|_| "(gone)".into());
+    comm.trim()
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+        .to_string()
+}
+
 /// Calls per syscall kind, and per thread (by its name, numbers dropped: "poll M07" counts
 /// as "poll"), from `strace -f -o` output ("TID name(args) = ret" lines; a call interrupted
 /// and resumed counts once, at its start).
@@ -72,14 +84,7 @@ fn strace_counts(
         };
         *kinds.entry(name.to_string()).or_insert(0) += 1;
         let thread = names.entry(tid.to_string()).or_insert_with(|| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-                .unwrap_or_else(|_| "(gone)".into());
-            comm.trim()
-                .split(' ')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
-                .to_string()
+            thread_role(std::path::Path::new(&format!("/proc/{pid}/task/{tid}")))
         });
         *threads
             .entry(thread.clone())
@@ -100,14 +105,7 @@ fn schedstats(pid: u32) -> BTreeMap<String, (u64, u64)> {
     };
     for t in tasks.flatten() {
         let path = t.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let name = comm
-            .trim()
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
-            .to_string();
+        let name = thread_role(&path);
         let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
         let f: Vec<u64> = stat
             .split_whitespace()
