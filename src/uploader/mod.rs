@@ -89,8 +89,12 @@ impl Bell {
         }
     }
 
+    /// Bind to the calling thread; once bound, a check and nothing more (it runs before
+    /// every wait of the uploader).
     fn bind(&self) {
-        let _ = self.0.set(std::thread::current());
+        if self.0.get().is_none() {
+            let _ = self.0.set(std::thread::current());
+        }
     }
 }
 
