@@ -755,8 +755,8 @@ impl Poller {
     }
 }
 
-pub mod batch;
-pub mod schedule;
+pub(crate) mod batch;
+pub(crate) mod schedule;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 //! the threads that need it. A poller writes its machines' entries through
 //! `machine::MachineEntry`, from the facts of each poll.
 
-pub mod machine;
+pub(crate) mod machine;
 
 use crate::clock::unix_ms;
 use serde::Serialize;

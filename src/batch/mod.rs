@@ -8,12 +8,12 @@
 //! owns the durable outbox and every POST; the `fetch` thread only GETs and hands orders to
 //! the owning poller over its command channel. REST threads never touch a device.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod fetch;
-pub mod finish;
+pub(crate) mod finish;
 pub mod outbox;
-pub mod state;
-pub mod writer;
+pub(crate) mod state;
+pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};
 use std::time::Instant;

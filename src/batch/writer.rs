@@ -130,10 +130,6 @@ impl BatchWriter {
         })
     }
 
-    pub fn state(&self) -> &WriterState {
-        &self.state
-    }
-
     fn save(&self) {
         if let Err(e) = state::save(&self.path, &self.state) {
             log::error!(

@@ -9,7 +9,7 @@
 
 mod env;
 mod load;
-pub mod raw;
+pub(crate) mod raw;
 mod validate;
 
 pub use env::{Provenance, Source};

@@ -4,9 +4,9 @@
 //! what is kept in the state directory, so another version never misreads it; `state_dir` names
 //! where each thing is kept.
 
-pub mod format;
-pub mod log;
-pub mod state_dir;
+pub(crate) mod format;
+pub(crate) mod log;
+pub(crate) mod state_dir;
 
 pub use self::log::{Log, LogOptions, Recovery};
 pub use self::state_dir::StateDir;

@@ -7,7 +7,7 @@
 //! This is a leaf: it knows nothing of the config, the poller or anything above it; the
 //! config converts to its types.
 
-pub mod client;
+pub(crate) mod client;
 pub mod codec;
 pub mod serial;
 pub mod transport;

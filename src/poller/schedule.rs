@@ -124,6 +124,7 @@ impl Schedule {
     }
 
     /// When the group is due next (ignoring backoffs).
+    #[cfg(test)]
     pub fn due(&self, machine: usize, group: usize) -> Instant {
         self.machines[machine].groups[group].1
     }
@@ -153,6 +154,7 @@ impl Schedule {
     }
 
     /// Whether the machine is backing off.
+    #[cfg(test)]
     pub fn backing_off(&self, machine: usize) -> bool {
         self.machines[machine].resume_at.is_some()
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub mod login;
-pub mod server;
+pub(crate) mod server;
 use login::{Gate, Step, Verdict};
 pub use server::{Response, Server};
 

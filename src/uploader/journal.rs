@@ -351,11 +351,8 @@ impl Journal {
         Ok((j, rec))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Bytes in the journal's segments.
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -33,8 +33,8 @@
 //! memory); at start, before any new point, what a crashed predecessor left is replayed.
 
 pub mod buffer;
-pub mod journal;
-pub mod rejected;
+pub(crate) mod journal;
+pub(crate) mod rejected;
 pub mod sink;
 pub mod spool;
 
