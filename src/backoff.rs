@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
@@ -15,7 +15,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
             max: max.max(initial),
@@ -25,7 +25,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.current;
         self.current = (self.current * 2).min(self.max);
         self.failures += 1;
@@ -33,18 +33,18 @@ impl Backoff {
         half + Duration::from_secs_f64(half.as_secs_f64() * fastrand::f64())
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.initial;
         self.failures = 0;
     }
 }
 
 /// The shortest wait before retrying a server, whatever it asks for.
-pub const RETRY_FLOOR: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_FLOOR: Duration = Duration::from_secs(1);
 
 /// The wait before retrying a server whose answer asked for `after` (`Retry-After`): the
 /// longer of that and the next backoff delay, and at least `RETRY_FLOOR`.
-pub fn retry_wait(after: Option<Duration>, backoff: &mut Backoff) -> Duration {
+pub(crate) fn retry_wait(after: Option<Duration>, backoff: &mut Backoff) -> Duration {
     backoff
         .next_delay()
         .max(after.unwrap_or(Duration::ZERO))

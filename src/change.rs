@@ -15,7 +15,7 @@ struct Written {
     values: Vec<Option<Value>>,
 }
 
-pub struct Detector {
+pub(crate) struct Detector {
     prefixes: [String; 4],
     /// `machine_state,machine=...`: the machine's online state, so dashboards can tell a
     /// flat line from an offline machine.
@@ -33,7 +33,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(m: &Machine, global_tags: &[(String, String)], heartbeat: Duration) -> Self {
+    pub(crate) fn new(m: &Machine, global_tags: &[(String, String)], heartbeat: Duration) -> Self {
         let mut tags: Vec<(String, String)> = global_tags.to_vec();
         for (k, v) in &m.tags {
             tags.retain(|(gk, _)| gk != k);
@@ -67,12 +67,12 @@ impl Detector {
     }
 
     /// The last value read of a register (`None` if its last read failed).
-    pub fn latest(&self, register: usize) -> Option<&Value> {
+    pub(crate) fn latest(&self, register: usize) -> Option<&Value> {
         self.latest[register].as_ref()
     }
 
     /// Record this poll's value of `register` (`None`: it could not be read).
-    pub fn update(&mut self, register: usize, value: Option<Value>) {
+    pub(crate) fn update(&mut self, register: usize, value: Option<Value>) {
         if let Some(v) = &value {
             for (t, trig) in self.triggers.iter().enumerate() {
                 if trig.register != register {
@@ -90,7 +90,7 @@ impl Detector {
     }
 
     /// Append the lines due for `measurements` (those just polled) to `out`.
-    pub fn emit(
+    pub(crate) fn emit(
         &mut self,
         measurements: &[Measurement],
         now: Instant,
@@ -158,7 +158,7 @@ impl Detector {
     }
 
     /// Every measurement's current values as lines, regardless of change (for `once`).
-    pub fn snapshot(&self, ts_ms: i64, out: &mut Vec<String>) {
+    pub(crate) fn snapshot(&self, ts_ms: i64, out: &mut Vec<String>) {
         for meas in Measurement::ALL {
             let i = meas.index();
             let fields = self.by_measurement[i]
@@ -172,11 +172,11 @@ impl Detector {
 }
 
 /// The measurement of the machines' online state.
-pub const STATE_MEASUREMENT: &str = "machine_state";
+pub(crate) const STATE_MEASUREMENT: &str = "machine_state";
 
 impl Detector {
     /// `machine_state,... online=true <ts>`.
-    pub fn state_line(&self, online: bool, ts_ms: i64) -> String {
+    pub(crate) fn state_line(&self, online: bool, ts_ms: i64) -> String {
         let v = Value::Bool(online);
         lineproto::line(&self.state_prefix, [("online", &v)].into_iter(), ts_ms).unwrap_or_default()
     }

@@ -8,7 +8,7 @@ use crate::poller::schedule;
 use std::path::Path;
 
 /// The `check` summary: what will be polled, written, and where each value came from.
-pub fn summary(path: &Path, c: &Config) -> String {
+pub(crate) fn summary(path: &Path, c: &Config) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(o, "config {}: valid", path.display());

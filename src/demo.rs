@@ -16,16 +16,16 @@ use std::time::Duration;
 
 /// The built-in demo configuration: two jet-dyeing HMIs on loopback Modbus TCP and two package
 /// machines on a simulated RS-485 bus.
-pub const DEMO_CONFIG: &str = include_str!("demo.json");
+pub(crate) const DEMO_CONFIG: &str = include_str!("demo.json");
 
 /// The built-in configuration, validated.
-pub fn builtin_config() -> Result<Config, ConfigErrors> {
+pub(crate) fn builtin_config() -> Result<Config, ConfigErrors> {
     config::validate_raw(config::parse(DEMO_CONFIG)?)
 }
 
 /// Run the demo on `config` until SIGTERM/SIGINT or `duration` seconds, then print a summary
 /// per machine on stderr.
-pub fn run(mut config: Config, duration: Option<f64>) -> Result<(), StartError> {
+pub(crate) fn run(mut config: Config, duration: Option<f64>) -> Result<(), StartError> {
     // Serial buses are simulated on a pty pair linked into a private temporary directory.
     let tmp = std::env::temp_dir().join(format!("dyeing-gateway-demo-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(start_error("cannot create the demo directory"))?;

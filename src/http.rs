@@ -22,7 +22,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 /// A URL as it may be shown: user info becomes `***@` and every query value `***`
 /// (`https://***@host/path?api_key=***`). The scheme, host, port, path and query keys stay,
 /// so a technician can still tell which endpoint is meant.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     // Without `://` (a typo) there is no telling where the host ends: everything up to the
     // query is treated as the authority.
     let (scheme, rest, ends) = match url.find("://") {
@@ -65,7 +65,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Read a PEM bundle; every certificate in it becomes a trusted root.
-pub fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+pub(crate) fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs: Vec<_> = parse_pem(&pem)
         .filter_map(|item| match item {
@@ -79,7 +79,10 @@ pub fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Stri
     Ok(certs)
 }
 
-pub fn agent(timeout: Duration, ca: Option<&[ureq::tls::Certificate<'static>]>) -> ureq::Agent {
+pub(crate) fn agent(
+    timeout: Duration,
+    ca: Option<&[ureq::tls::Certificate<'static>]>,
+) -> ureq::Agent {
     let tls = match ca {
         Some(certs) => TlsConfig::builder()
             .root_certs(RootCerts::new_with_certs(certs))
@@ -152,7 +155,7 @@ fn in_place(uri: &Uri) -> Option<Vec<SocketAddr>> {
 
 /// An answer's status, the start of its body (read up to 64 KiB, kept up to `keep` bytes, cut
 /// on a character boundary) and its `Retry-After`: what the API threads log and act on.
-pub fn read_answer(
+pub(crate) fn read_answer(
     resp: &mut ureq::http::Response<ureq::Body>,
     keep: usize,
 ) -> (u16, String, Option<Duration>) {
@@ -169,7 +172,7 @@ pub fn read_answer(
 }
 
 /// Keep at most `keep` bytes of `text`, cut on a character boundary.
-pub fn cut(text: &mut String, keep: usize) {
+pub(crate) fn cut(text: &mut String, keep: usize) {
     if keep < text.len() {
         let at = (0..=keep)
             .rev()
@@ -184,7 +187,7 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 /// A `Retry-After` header (RFC 9110 §10.2.3): delay-seconds, or an HTTP date (a date in the
 /// past means now). Capped at an hour; anything else is ignored.
-pub fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     parse_retry_after(
         headers.get("retry-after")?.to_str().ok()?,
         SystemTime::now(),

@@ -22,21 +22,21 @@ fn escape_into(out: &mut String, s: &str, special: &[char]) {
     }
 }
 
-pub fn escape_measurement(s: &str) -> String {
+pub(crate) fn escape_measurement(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     escape_into(&mut out, s, &[',', ' ']);
     out
 }
 
 /// Tag keys, tag values and field keys.
-pub fn escape_key(s: &str) -> String {
+pub(crate) fn escape_key(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     escape_into(&mut out, s, &[',', '=', ' ']);
     out
 }
 
 /// `measurement,machine=...,k=v` with escaping, tags sorted by key as InfluxDB prefers.
-pub fn series_prefix(measurement: &str, machine: &str, tags: &[(String, String)]) -> String {
+pub(crate) fn series_prefix(measurement: &str, machine: &str, tags: &[(String, String)]) -> String {
     let mut all: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     all.push(("machine", machine));
     all.sort();
@@ -51,7 +51,7 @@ pub fn series_prefix(measurement: &str, machine: &str, tags: &[(String, String)]
 }
 
 /// Append `value` in field syntax.
-pub fn write_value(out: &mut String, v: &Value) {
+pub(crate) fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::Float(f) => {
             let _ = write!(out, "{f}");
@@ -76,7 +76,7 @@ pub fn write_value(out: &mut String, v: &Value) {
 }
 
 /// One line: `prefix` from `series_prefix`, fields as (escaped key, value), time in ms.
-pub fn line<'a>(
+pub(crate) fn line<'a>(
     prefix: &str,
     fields: impl Iterator<Item = (&'a str, &'a Value)>,
     timestamp_ms: i64,
@@ -155,14 +155,14 @@ impl FieldType {
 /// What `read` finds in one line: the measurement and each field key (unescaped) with the
 /// type of its value.
 #[derive(Debug, PartialEq)]
-pub struct Read {
+pub(crate) struct Read {
     pub measurement: String,
     pub fields: Vec<(String, FieldType)>,
 }
 
 /// Read one line of line protocol; `None` when it is not valid (no field, a value of no
 /// type, an unterminated string, a timestamp that is not an integer).
-pub fn read(line: &str) -> Option<Read> {
+pub(crate) fn read(line: &str) -> Option<Read> {
     let b = line.as_bytes();
     let mut i = 0;
     // An unescaped byte among `stop` ends a name; a backslash keeps the next byte.

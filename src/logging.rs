@@ -10,7 +10,7 @@ use std::io::{self, Write};
 
 /// `text` with every control character escaped as Rust writes it (`\n`, `\t`, `\u{1b}`).
 /// Borrowed when there is nothing to escape (the usual case).
-pub fn escape_controls(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
@@ -26,7 +26,7 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 }
 
 /// Install the logger: `RUST_LOG` (default `info`) to stderr.
-pub fn init() {
+pub(crate) fn init() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .format(format)

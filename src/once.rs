@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 /// Poll every machine of `config` once, print the lines on stdout and every machine that did
 /// not answer on stderr; true when all answered.
-pub fn run(config: &Config) -> bool {
+pub(crate) fn run(config: &Config) -> bool {
     let statuses: Vec<_> = config
         .machines
         .iter()

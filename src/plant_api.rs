@@ -19,7 +19,7 @@ struct Plan {
     next_id: u64,
 }
 
-pub struct PlantApi {
+pub(crate) struct PlantApi {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
@@ -102,7 +102,7 @@ fn serve(s: TcpStream, plan: &Mutex<Plan>) -> std::io::Result<()> {
     }
 }
 
-pub fn start() -> std::io::Result<PlantApi> {
+pub(crate) fn start() -> std::io::Result<PlantApi> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

@@ -23,15 +23,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often RAUC is asked again: the slots change only by an install (then a reboot) or a
 /// mark-good, so a few minutes is plenty.
-pub const REFRESH: Duration = Duration::from_secs(180);
+pub(crate) const REFRESH: Duration = Duration::from_secs(180);
 
 /// How long `rauc status` may take before it is killed and the next turn tries again (well
 /// under the unit's `TimeoutStopSec=`, since shutdown joins the thread).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How soon a failed try is repeated: at boot RAUC's D-Bus service may still be starting, and
 /// the page should not say "did not answer" for a whole `REFRESH`.
-pub const RETRY: Duration = Duration::from_secs(15);
+pub(crate) const RETRY: Duration = Duration::from_secs(15);
 
 /// The slot name and object of one element of RAUC's `slots` array (`{"rootfs.0": {...}}`).
 fn slot_entry(v: &Value) -> Option<(&String, &Value)> {
@@ -48,7 +48,7 @@ fn string(v: &Value, path: &[&str]) -> Option<String> {
 
 /// Read `rauc status --detailed --output-format=json` (RAUC 1.8; older and newer versions
 /// write the same fields). Unknown fields are ignored, missing optional ones are `None`.
-pub fn parse(json: &str) -> Result<UpdateStatus, String> {
+pub(crate) fn parse(json: &str) -> Result<UpdateStatus, String> {
     let v: Value =
         serde_json::from_str(json).map_err(|e| format!("rauc status is not JSON: {e}"))?;
     let slots_json = v
@@ -98,7 +98,7 @@ pub fn parse(json: &str) -> Result<UpdateStatus, String> {
 
 /// Why asking RAUC failed.
 #[derive(Debug)]
-pub enum AskError {
+pub(crate) enum AskError {
     /// No `rauc` here: nothing to show, and no reason to ask again.
     Absent,
     Failed(String),
@@ -172,7 +172,7 @@ fn run_with_timeout(program: &str, args: &[&str], timeout: Duration) -> Result<S
 }
 
 /// Ask RAUC once.
-pub fn ask(program: &str) -> Result<UpdateStatus, AskError> {
+pub(crate) fn ask(program: &str) -> Result<UpdateStatus, AskError> {
     let out = run_with_timeout(
         program,
         &["status", "--detailed", "--output-format=json"],
@@ -185,7 +185,7 @@ pub fn ask(program: &str) -> Result<UpdateStatus, AskError> {
 
 /// Which program to ask: `DYEING_GATEWAY_RAUC` when set (tests; empty: none), else `rauc`
 /// where RAUC is configured on this system (`/etc/rauc/system.conf`), else none.
-pub fn program() -> Option<String> {
+pub(crate) fn program() -> Option<String> {
     match std::env::var("DYEING_GATEWAY_RAUC") {
         Ok(p) if p.is_empty() => None,
         Ok(p) => Some(p),
@@ -196,11 +196,11 @@ pub fn program() -> Option<String> {
 }
 
 /// The page's view of the slots: `None` until RAUC first answers, and for good without RAUC.
-pub type Shared = Arc<Mutex<Option<UpdateStatus>>>;
+pub(crate) type Shared = Arc<Mutex<Option<UpdateStatus>>>;
 
 /// The `update-status` loop (run by `app` when `program` finds a RAUC): ask `program` now and every `every` until `shutdown` closes.
 /// A failed try keeps the last answer and records the error beside it.
-pub fn run(program: &str, shared: Shared, every: Duration, shutdown: Receiver<()>) {
+pub(crate) fn run(program: &str, shared: Shared, every: Duration, shutdown: Receiver<()>) {
     let mut logged_error = false;
     loop {
         let mut wait = every;
@@ -256,7 +256,7 @@ fn describe(s: &SlotStatus) -> String {
 }
 
 /// One line for the log and the page: the booted slot, the other one, a rollback.
-pub fn summary(s: &UpdateStatus) -> String {
+pub(crate) fn summary(s: &UpdateStatus) -> String {
     let booted = s
         .booted_slot()
         .map(describe)

@@ -106,7 +106,7 @@ fn render(
 }
 
 /// Run the view until `stop` says so (Ctrl-C) or `rounds` refreshes (tests).
-pub fn run(
+pub(crate) fn run(
     config: &Config,
     name: &str,
     rounds: Option<u64>,

@@ -10,19 +10,19 @@ use crossbeam_channel::{select, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(status),
     ]);
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
 /// One watchdog decision: ping when no thread is older than `max_age`; otherwise name them.
-pub fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> {
+pub(crate) fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> {
     let stuck = liveness.stuck(max_age);
     if stuck.is_empty() {
         Ok(())
@@ -34,10 +34,10 @@ pub fn check(liveness: &Liveness, max_age: Duration) -> Result<(), Vec<String>> 
 /// Threads turn their loop at least every couple of seconds (a poller with nothing due every
 /// half of this); a thread is called stuck only after this long without a turn (or half the
 /// watchdog interval, if that is longer).
-pub const MIN_STUCK: Duration = Duration::from_secs(5);
+pub(crate) const MIN_STUCK: Duration = Duration::from_secs(5);
 
 /// The watchdog loop: every `interval / 2`, `ping()` if no thread is older than `max_age`.
-pub fn run(
+pub(crate) fn run(
     liveness: Arc<Liveness>,
     interval: Duration,
     max_age: Duration,
@@ -72,7 +72,7 @@ pub fn run(
 
 /// The watchdog's interval and the age after which a thread counts as stuck, when systemd asks
 /// for pings (`WatchdogSec=`); `app` then runs `run` on the `watchdog` thread.
-pub fn wanted() -> Option<(Duration, Duration)> {
+pub(crate) fn wanted() -> Option<(Duration, Duration)> {
     let interval = sd_notify::watchdog_enabled()?;
     let max_age = (interval / 2).max(MIN_STUCK);
     log::info!(
@@ -83,7 +83,7 @@ pub fn wanted() -> Option<(Duration, Duration)> {
 }
 
 /// One WATCHDOG=1 ping.
-pub fn ping() {
+pub(crate) fn ping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
 }
 

@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-pub fn record(path: &Path, entry: &Value) {
+pub(crate) fn record(path: &Path, entry: &Value) {
     let result = (|| -> std::io::Result<()> {
         let open = || OpenOptions::new().create(true).append(true).open(path);
         // The directory is made only when it is missing: no mkdir per line.

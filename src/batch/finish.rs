@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FinishState {
+pub(crate) struct FinishState {
     pub armed: bool,
     /// Last non-empty batch name seen while running.
     pub batch: String,
@@ -21,7 +21,7 @@ pub struct FinishState {
     pub pending: Option<FinishEvent>,
 }
 
-pub struct FinishDetector {
+pub(crate) struct FinishDetector {
     cfg: Finish,
     machine: String,
     path: PathBuf,
@@ -30,7 +30,7 @@ pub struct FinishDetector {
 
 impl FinishDetector {
     /// Refused (nothing changed) when the state file is in a newer format.
-    pub fn load(cfg: Finish, machine: &str, path: PathBuf) -> Result<Self, state::Newer> {
+    pub(crate) fn load(cfg: Finish, machine: &str, path: PathBuf) -> Result<Self, state::Newer> {
         let state = state::load(&path)?.unwrap_or_default();
         Ok(FinishDetector {
             cfg,
@@ -40,15 +40,15 @@ impl FinishDetector {
         })
     }
 
-    pub fn register(&self) -> usize {
+    pub(crate) fn register(&self) -> usize {
         self.cfg.register
     }
 
-    pub fn batch_register(&self) -> Option<usize> {
+    pub(crate) fn batch_register(&self) -> Option<usize> {
         self.cfg.batch_register
     }
 
-    pub fn state(&self) -> &FinishState {
+    pub(crate) fn state(&self) -> &FinishState {
         &self.state
     }
 
@@ -71,7 +71,7 @@ impl FinishDetector {
 
     /// Feed one poll: `process` is the process code just read (`None`: not read this poll or
     /// the read failed), `batch` the latest batch name. Returns the event when a finish fires.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         process: Option<i64>,
         batch: Option<&str>,
@@ -109,7 +109,7 @@ impl FinishDetector {
     }
 
     /// The outbox stored event `id`: nothing is pending any more.
-    pub fn persisted(&mut self, id: &str) {
+    pub(crate) fn persisted(&mut self, id: &str) {
         if self.state.pending.as_ref().is_some_and(|e| e.id == id) {
             self.state.pending = None;
             self.save();

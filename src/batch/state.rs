@@ -8,14 +8,14 @@
 //! in a newer format is refused (`Newer`): its owner stays off and never writes over it.
 
 use crate::durable::format;
-pub use crate::durable::format::Newer;
+pub(crate) use crate::durable::format::Newer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-pub fn save<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+pub(crate) fn save<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut v = serde_json::to_value(value).map_err(io::Error::other)?;
     format::stamp_json(&mut v);
@@ -40,7 +40,7 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 
 /// The stored value; `Ok(None)` when there is none or it cannot be read (logged), `Err` when
 /// it is in a newer format (nothing is changed).
-pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Newer> {
+pub(crate) fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Newer> {
     let Ok(text) = fs::read(path) else {
         return Ok(None);
     };

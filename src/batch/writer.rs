@@ -28,7 +28,7 @@ const MAX_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub(crate) enum Phase {
     Writing,
     Written,
     Confirmed,
@@ -37,7 +37,7 @@ pub enum Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Written {
+pub(crate) struct Written {
     pub name: String,
     pub entry_id: Option<String>,
     pub phase: Phase,
@@ -55,7 +55,7 @@ pub struct Written {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WriterState {
+pub(crate) struct WriterState {
     pub last: Option<Written>,
 }
 
@@ -67,7 +67,7 @@ struct Wanted {
     entry_id: Option<String>,
 }
 
-pub struct BatchWriter {
+pub(crate) struct BatchWriter {
     cfg: BatchWrite,
     machine: String,
     endpoint: String,
@@ -101,7 +101,7 @@ impl From<ModbusError> for StepError {
 
 impl BatchWriter {
     #[allow(clippy::too_many_arguments)]
-    pub fn load(
+    pub(crate) fn load(
         cfg: BatchWrite,
         machine: &str,
         endpoint: &str,
@@ -157,7 +157,7 @@ impl BatchWriter {
     }
 
     /// A new batch from the API; ignored when it is the one already handled or in progress.
-    pub fn offer(&mut self, order: BatchOrder) {
+    pub(crate) fn offer(&mut self, order: BatchOrder) {
         if let Some(last) = &self.state.last {
             let same = match (&order.entry_id, &last.entry_id) {
                 (Some(a), Some(b)) => a == b,
@@ -191,7 +191,7 @@ impl BatchWriter {
     }
 
     /// The API no longer lists a batch for this machine.
-    pub fn not_listed(&mut self) {
+    pub(crate) fn not_listed(&mut self) {
         if self
             .state
             .last
@@ -203,7 +203,7 @@ impl BatchWriter {
     }
 
     /// True when `step` has something to do.
-    pub fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         self.pending.is_some()
             || self
                 .state
@@ -213,7 +213,7 @@ impl BatchWriter {
     }
 
     /// The confirmation to (re)send, while one is owed.
-    pub fn owed_confirmation(&self) -> Option<Confirmation> {
+    pub(crate) fn owed_confirmation(&self) -> Option<Confirmation> {
         let l = self
             .state
             .last
@@ -231,7 +231,7 @@ impl BatchWriter {
     }
 
     /// The outbox stored confirmation `key`.
-    pub fn persisted(&mut self, key: &str) {
+    pub(crate) fn persisted(&mut self, key: &str) {
         if let Some(l) = self.state.last.as_mut() {
             if l.key == key && l.phase == Phase::Written {
                 l.phase = Phase::Confirmed;
@@ -284,7 +284,7 @@ impl BatchWriter {
     }
 
     /// Do the next step. Returns a confirmation to hand to the outbox when one is owed.
-    pub fn step(&mut self, client: &mut Client) -> Option<Confirmation> {
+    pub(crate) fn step(&mut self, client: &mut Client) -> Option<Confirmation> {
         match self.try_step(client) {
             Ok(()) => {}
             Err(StepError::Device(e)) => {

@@ -39,7 +39,7 @@ pub struct Provenance {
 }
 
 /// Read a `.env` file without touching the process environment.
-pub fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, String> {
+pub(super) fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, String> {
     let iter = dotenvy::from_path_iter(path).map_err(|e| format!("cannot read .env: {e}"))?;
     let mut out = Vec::new();
     for item in iter {
@@ -109,7 +109,7 @@ const VARS: &[Var] = &[
 ];
 
 /// Apply the environment and `.env` to `raw`, returning where each value came from.
-pub fn overlay(
+pub(super) fn overlay(
     raw: &mut RawConfig,
     environment: &HashMap<String, String>,
     dotenv: &[(String, String)],

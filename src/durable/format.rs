@@ -26,10 +26,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// The format this gateway reads and writes.
-pub const FORMAT: u64 = 1;
+pub(crate) const FORMAT: u64 = 1;
 
 /// The name of the marker file in a log directory.
-pub const MARKER: &str = "FORMAT";
+pub(crate) const MARKER: &str = "FORMAT";
 
 /// A state file or directory in a format this gateway does not know.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,7 @@ impl From<Newer> for io::Error {
 
 /// The format of a log directory: `Ok` when this gateway can use it (no marker, or one at
 /// most `FORMAT`). Reads only.
-pub fn check_dir(dir: &Path) -> Result<u64, Newer> {
+pub(crate) fn check_dir(dir: &Path) -> Result<u64, Newer> {
     let path = dir.join(MARKER);
     let Ok(text) = fs::read_to_string(&path) else {
         return Ok(1);
@@ -83,7 +83,7 @@ pub fn check_dir(dir: &Path) -> Result<u64, Newer> {
 
 /// Write the marker of the current format into `dir` when it has none (atomically: a
 /// temporary file renamed into place).
-pub fn mark_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn mark_dir(dir: &Path) -> io::Result<()> {
     let path = dir.join(MARKER);
     if path.exists() {
         return Ok(());
@@ -97,7 +97,7 @@ pub fn mark_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// The `"format"` of a JSON state value: missing means 1.
-pub fn of_json(v: &serde_json::Value) -> Option<u64> {
+pub(crate) fn of_json(v: &serde_json::Value) -> Option<u64> {
     match v.get("format") {
         None => Some(1),
         Some(f) => f.as_u64(),
@@ -105,7 +105,7 @@ pub fn of_json(v: &serde_json::Value) -> Option<u64> {
 }
 
 /// Check a JSON state value read from `path`.
-pub fn check_json(path: &Path, v: &serde_json::Value) -> Result<(), Newer> {
+pub(crate) fn check_json(path: &Path, v: &serde_json::Value) -> Result<(), Newer> {
     match of_json(v) {
         Some(n) if n <= FORMAT => Ok(()),
         found => Err(Newer {
@@ -116,7 +116,7 @@ pub fn check_json(path: &Path, v: &serde_json::Value) -> Result<(), Newer> {
 }
 
 /// Add `"format": FORMAT` to a JSON object (other values are left as they are).
-pub fn stamp_json(v: &mut serde_json::Value) {
+pub(crate) fn stamp_json(v: &mut serde_json::Value) {
     if let Some(o) = v.as_object_mut() {
         o.insert("format".into(), FORMAT.into());
     }

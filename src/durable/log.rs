@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 const HEADER: usize = 8;
 /// Largest payload accepted; anything larger in a header means the header is garbage.
-pub const MAX_RECORD: usize = 1 << 20;
+pub(crate) const MAX_RECORD: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct LogOptions {

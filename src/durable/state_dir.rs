@@ -62,7 +62,7 @@ impl StateDir {
 }
 
 /// The file name (without `.json`) of a machine's state files.
-pub fn machine_file(machine: &str) -> String {
+pub(crate) fn machine_file(machine: &str) -> String {
     machine
         .chars()
         .map(|c| {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const OFFER_AGAIN: Duration = Duration::from_secs(10);
 
 /// The finish detector and batch writer of one machine.
-pub struct MachineBatch {
+pub(crate) struct MachineBatch {
     id: MachineId,
     finish: Option<FinishDetector>,
     writer: Option<BatchWriter>,
@@ -29,7 +29,7 @@ pub struct MachineBatch {
 
 impl MachineBatch {
     /// No batch workflow for this machine.
-    pub fn off(id: MachineId) -> Self {
+    pub(crate) fn off(id: MachineId) -> Self {
         MachineBatch {
             id,
             finish: None,
@@ -41,7 +41,7 @@ impl MachineBatch {
     /// The machine's finish detector and batch writer as configured, with their state files
     /// under the state directory. A part whose state file is of a newer format stays off
     /// (logged).
-    pub fn load(
+    pub(crate) fn load(
         config: &Config,
         machine: &Machine,
         id: MachineId,
@@ -82,21 +82,21 @@ impl MachineBatch {
     }
 
     /// A new batch from the API, to write when the machine is ready for it.
-    pub fn offer(&mut self, order: BatchOrder) {
+    pub(crate) fn offer(&mut self, order: BatchOrder) {
         if let Some(w) = self.writer.as_mut() {
             w.offer(order);
         }
     }
 
     /// The API no longer lists this machine.
-    pub fn not_listed(&mut self) {
+    pub(crate) fn not_listed(&mut self) {
         if let Some(w) = self.writer.as_mut() {
             w.not_listed();
         }
     }
 
     /// The outbox has stored the item `id`.
-    pub fn persisted(&mut self, id: &str) {
+    pub(crate) fn persisted(&mut self, id: &str) {
         if let Some(f) = self.finish.as_mut() {
             f.persisted(id);
         }
@@ -109,7 +109,7 @@ impl MachineBatch {
     /// measurements of the group polled), pending outbox items, and one step of the batch
     /// writer when it has work and the connection is open (`client`). Returns what to give
     /// to the outbox.
-    pub fn after_poll(
+    pub(crate) fn after_poll(
         &mut self,
         machine: &Machine,
         values: &Detector,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Registers of one machine polled at one interval.
-pub struct Group {
+pub(crate) struct Group {
     pub measurements: Vec<Measurement>,
     pub interval: Duration,
     /// Shared so a poll can hold a block while the group's list may be split (no per-request
@@ -23,7 +23,7 @@ pub struct Group {
 
 /// A machine's groups, in measurement order, each planned into read blocks. Read-once
 /// registers are in none of them (see `once_blocks`).
-pub fn groups_for(m: &Machine) -> Vec<Group> {
+pub(crate) fn groups_for(m: &Machine) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for meas in Measurement::ALL {
         if !m.registers.iter().any(|r| r.measurement == meas) {
@@ -52,7 +52,7 @@ pub fn groups_for(m: &Machine) -> Vec<Group> {
 
 /// The read blocks of a machine's read-once registers (identity, firmware), read once per
 /// connection.
-pub fn once_blocks(m: &Machine) -> Vec<Arc<ReadBlock>> {
+pub(crate) fn once_blocks(m: &Machine) -> Vec<Arc<ReadBlock>> {
     let once: Vec<usize> = (0..m.registers.len())
         .filter(|&i| m.registers[i].read_once)
         .collect();
@@ -73,7 +73,7 @@ struct Slots {
 }
 
 /// When each (machine, group) of one endpoint is due, with the backoffs.
-pub struct Schedule {
+pub(crate) struct Schedule {
     machines: Vec<Slots>,
     connect_backoff: Backoff,
     next_connect: Instant,
@@ -82,7 +82,7 @@ pub struct Schedule {
 impl Schedule {
     /// Every group of every machine is due at `start`. `intervals` are each machine's group
     /// intervals; both backoffs run from `backoff_initial` to `backoff_max`.
-    pub fn new(
+    pub(crate) fn new(
         intervals: impl IntoIterator<Item = Vec<Duration>>,
         start: Instant,
         backoff_initial: Duration,
@@ -104,7 +104,7 @@ impl Schedule {
 
     /// The earliest (machine, group) due, and when: not before its machine's backoff, nor,
     /// while the endpoint is not `connected`, before the next connection attempt.
-    pub fn next(&self, connected: bool) -> Option<(usize, usize, Instant)> {
+    pub(crate) fn next(&self, connected: bool) -> Option<(usize, usize, Instant)> {
         let mut best: Option<(usize, usize, Instant)> = None;
         for (mi, m) in self.machines.iter().enumerate() {
             for (gi, &(_, next_due)) in m.groups.iter().enumerate() {
@@ -125,12 +125,12 @@ impl Schedule {
 
     /// When the group is due next (ignoring backoffs).
     #[cfg(test)]
-    pub fn due(&self, machine: usize, group: usize) -> Instant {
+    pub(crate) fn due(&self, machine: usize, group: usize) -> Instant {
         self.machines[machine].groups[group].1
     }
 
     /// The group was polled at `now`: its next slot on its grid after `now`.
-    pub fn advance(&mut self, machine: usize, group: usize, now: Instant) {
+    pub(crate) fn advance(&mut self, machine: usize, group: usize, now: Instant) {
         let (interval, next_due) = &mut self.machines[machine].groups[group];
         *next_due += *interval;
         if *next_due <= now {
@@ -141,37 +141,37 @@ impl Schedule {
     }
 
     /// The machine answered: no backoff.
-    pub fn machine_ok(&mut self, machine: usize) {
+    pub(crate) fn machine_ok(&mut self, machine: usize) {
         let m = &mut self.machines[machine];
         m.backoff.reset();
         m.resume_at = None;
     }
 
     /// The machine failed at `now`: it is asked again after its next backoff delay.
-    pub fn machine_failed(&mut self, machine: usize, now: Instant) {
+    pub(crate) fn machine_failed(&mut self, machine: usize, now: Instant) {
         let m = &mut self.machines[machine];
         m.resume_at = Some(now + m.backoff.next_delay());
     }
 
     /// Whether the machine is backing off.
     #[cfg(test)]
-    pub fn backing_off(&self, machine: usize) -> bool {
+    pub(crate) fn backing_off(&self, machine: usize) -> bool {
         self.machines[machine].resume_at.is_some()
     }
 
     /// The connection was opened.
-    pub fn connected(&mut self) {
+    pub(crate) fn connected(&mut self) {
         self.connect_backoff.reset();
     }
 
     /// The connection failed (or broke) at `now`: the endpoint tries again after its next
     /// backoff delay.
-    pub fn connect_failed(&mut self, now: Instant) {
+    pub(crate) fn connect_failed(&mut self, now: Instant) {
         self.next_connect = now + self.connect_backoff.next_delay();
     }
 
     /// Allow a connection attempt at once (`once` asks every machine regardless).
-    pub fn connect_now(&mut self, now: Instant) {
+    pub(crate) fn connect_now(&mut self, now: Instant) {
         self.next_connect = now;
     }
 }

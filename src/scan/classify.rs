@@ -5,18 +5,18 @@
 use std::collections::BTreeMap;
 
 /// The samples of one register: one entry per round, `None` where the read failed.
-pub type Samples = Vec<Option<u16>>;
+pub(crate) type Samples = Vec<Option<u16>>;
 
 /// Byte order inside each register of a text run (the config's `string_order`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextOrder {
+pub(crate) enum TextOrder {
     HighFirst,
     LowFirst,
 }
 
 /// Word order of a 32-bit pair (the config's `order`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WordOrder {
+pub(crate) enum WordOrder {
     /// High word first.
     Abcd,
     /// Low word first.
@@ -24,7 +24,7 @@ pub enum WordOrder {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Class {
+pub(crate) enum Class {
     Constant(u16),
     /// Never decreasing, increased at least once.
     Counter,
@@ -44,7 +44,7 @@ pub enum Class {
 
 /// A field found at `address`, `words` registers long.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Field {
+pub(crate) struct Field {
     pub address: u16,
     pub words: u16,
     pub class: Class,
@@ -55,7 +55,7 @@ fn read_values(s: &Samples) -> Vec<u16> {
 }
 
 /// One register on its own.
-pub fn single(s: &Samples) -> Class {
+pub(crate) fn single(s: &Samples) -> Class {
     let v = read_values(s);
     let Some(&first) = v.first() else {
         return Class::Unread;
@@ -111,7 +111,7 @@ fn float_of(a: u16, b: u16, order: WordOrder) -> f32 {
 /// Fields of one contiguous range of registers (`regs`: address to samples, addresses
 /// consecutive). Text runs of at least two registers come first, then float pairs, then single
 /// registers.
-pub fn fields(regs: &BTreeMap<u16, Samples>) -> Vec<Field> {
+pub(crate) fn fields(regs: &BTreeMap<u16, Samples>) -> Vec<Field> {
     let addrs: Vec<u16> = regs.keys().copied().collect();
     let last: Vec<Option<u16>> = addrs
         .iter()

@@ -7,9 +7,9 @@
 //! **Invariant:** only read functions (1, 2, 3, 4) are ever sent: this module calls
 //! `Client::read` and nothing else. It reuses the gateway's transports, client and codec.
 
-pub mod classify;
-pub mod propose;
-pub mod target;
+pub(crate) mod classify;
+pub(crate) mod propose;
+pub(crate) mod target;
 
 use crate::config::RegisterKind;
 use crate::modbus::codec::{exception, Reply};
@@ -20,7 +20,7 @@ use classify::Samples;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-pub use target::Target;
+pub(crate) use target::Target;
 
 /// Largest read of registers / bits (Modbus Application Protocol v1.1b, 6.1 to 6.4).
 const MAX_REGISTERS: u16 = 125;
@@ -31,7 +31,7 @@ const MAX_BITS: u16 = 2000;
 const SINGLES_BELOW: u16 = 16;
 
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub target: Target,
     pub units: Vec<u8>,
     pub tables: Vec<RegisterKind>,
@@ -47,7 +47,7 @@ pub struct Options {
 
 /// What was found in one table of one unit.
 #[derive(Debug, Clone, Default)]
-pub struct Table {
+pub(crate) struct Table {
     /// Address ranges that answer, `(first, count)`, in order and merged.
     pub ranges: Vec<(u16, u16)>,
     /// The unit answered exception 01: it has no such table.
@@ -59,7 +59,7 @@ pub struct Table {
 }
 
 #[derive(Debug, Clone)]
-pub struct UnitReport {
+pub(crate) struct UnitReport {
     pub unit: u8,
     /// How the unit answered the probe.
     pub probe: String,
@@ -70,7 +70,7 @@ pub struct UnitReport {
 }
 
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub target: Target,
     /// Serial settings that answered (the one given, or the one `baud=auto` found).
     pub serial: Option<crate::config::SerialSettings>,
@@ -85,7 +85,7 @@ pub struct Report {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ScanError {
+pub(crate) enum ScanError {
     #[error("cannot open {what}: {error}")]
     Open { what: String, error: std::io::Error },
     #[error("no serial settings got a valid answer from units {0}")]
@@ -362,7 +362,7 @@ fn scanner(
     })
 }
 
-pub fn describe(target: &Target, serial: Option<&crate::config::SerialSettings>) -> String {
+pub(crate) fn describe(target: &Target, serial: Option<&crate::config::SerialSettings>) -> String {
     match (target, serial) {
         (Target::Tcp { host, port }, _) => format!("tcp://{host}:{port}"),
         (Target::RtuOverTcp { host, port }, _) => format!("rtu-over-tcp://{host}:{port}"),
@@ -386,7 +386,7 @@ pub fn describe(target: &Target, serial: Option<&crate::config::SerialSettings>)
 }
 
 /// Run the whole scan. Progress goes to the log; the result is returned for the report.
-pub fn run(opts: &Options) -> Result<Report, ScanError> {
+pub(crate) fn run(opts: &Options) -> Result<Report, ScanError> {
     let started = Instant::now();
     let mut requests = 0u64;
     let mut timeouts = 0u64;
@@ -488,7 +488,7 @@ pub fn run(opts: &Options) -> Result<Report, ScanError> {
 }
 
 /// Name of a register in reports and proposals: `hr_0010`, `ir_0003`, `co_0100`, `di_0007`.
-pub fn register_name(kind: RegisterKind, address: u16) -> String {
+pub(crate) fn register_name(kind: RegisterKind, address: u16) -> String {
     let prefix = match kind {
         RegisterKind::Holding => "hr",
         RegisterKind::Input => "ir",
@@ -499,7 +499,7 @@ pub fn register_name(kind: RegisterKind, address: u16) -> String {
 }
 
 /// The fields of a table: classified runs of registers, or bits one by one.
-pub fn table_fields(kind: RegisterKind, t: &Table) -> Vec<classify::Field> {
+pub(crate) fn table_fields(kind: RegisterKind, t: &Table) -> Vec<classify::Field> {
     let mut out = Vec::new();
     for &(first, count) in &t.ranges {
         let area: BTreeMap<u16, Samples> = (0..count)
@@ -522,7 +522,7 @@ pub fn table_fields(kind: RegisterKind, t: &Table) -> Vec<classify::Field> {
 }
 
 /// The report for people.
-pub fn human(r: &Report) -> String {
+pub(crate) fn human(r: &Report) -> String {
     use classify::Class;
     let mut o = String::new();
     let _ = writeln!(o, "scan of {}", describe(&r.target, r.serial.as_ref()));
@@ -661,7 +661,7 @@ fn compact(units: &[u8]) -> String {
 }
 
 /// `--units 1-10,20,255`.
-pub fn parse_units(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn parse_units(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("bad unit id list `{part}` (expected e.g. 1-247 or 1,2,255)");
@@ -689,7 +689,7 @@ pub fn parse_units(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `--tables holding,input`.
-pub fn parse_tables(text: &str) -> Result<Vec<RegisterKind>, String> {
+pub(crate) fn parse_tables(text: &str) -> Result<Vec<RegisterKind>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 /// `NAME=REGISTER[@MEASUREMENT]`: call the scanned register `REGISTER` `NAME`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Hint {
+pub(crate) struct Hint {
     pub name: String,
     pub register: String,
     pub measurement: Measurement,
@@ -36,7 +36,7 @@ fn default_measurement(name: &str) -> Measurement {
     }
 }
 
-pub fn parse_hint(text: &str) -> Result<Hint, String> {
+pub(crate) fn parse_hint(text: &str) -> Result<Hint, String> {
     let bad = || {
         format!("bad hint `{text}` (expected NAME=REGISTER, e.g. temperature=hr_0000, optionally @MEASUREMENT)")
     };
@@ -60,7 +60,7 @@ pub fn parse_hint(text: &str) -> Result<Hint, String> {
 }
 
 /// The config proposal. Units whose tables hold nothing readable get no machine.
-pub fn propose(r: &Report, hints: &[Hint]) -> Value {
+pub(crate) fn propose(r: &Report, hints: &[Hint]) -> Value {
     let mut profiles: Vec<(Value, String)> = Vec::new();
     let mut machines = Vec::new();
     for u in &r.units {

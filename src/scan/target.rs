@@ -5,7 +5,7 @@
 use crate::config::{Parity, SerialSettings};
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Target {
+pub(crate) enum Target {
     Tcp {
         host: String,
         port: u16,
@@ -21,10 +21,10 @@ pub enum Target {
 }
 
 /// Rates tried by `baud=auto`, most common first.
-pub const AUTO_BAUDS: [u32; 6] = [9600, 19200, 38400, 115200, 57600, 4800];
+pub(crate) const AUTO_BAUDS: [u32; 6] = [9600, 19200, 38400, 115200, 57600, 4800];
 
 impl Target {
-    pub fn is_serial(&self) -> bool {
+    pub(crate) fn is_serial(&self) -> bool {
         matches!(self, Target::Rtu { .. })
     }
 }
@@ -58,7 +58,7 @@ fn parity(text: &str) -> Result<Parity, String> {
     }
 }
 
-pub fn parse(text: &str) -> Result<Target, String> {
+pub(crate) fn parse(text: &str) -> Result<Target, String> {
     if let Some(rest) = text.strip_prefix("tcp://") {
         let (host, port) = host_port(rest, Some(502))?;
         return Ok(Target::Tcp { host, port });

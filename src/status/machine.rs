@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 const SPARK_EVERY: Duration = Duration::from_secs(10);
 
 /// What one poll of one group did.
-pub struct Polled<'a> {
+pub(crate) struct Polled<'a> {
     /// The measurements of the group polled: their registers' values are fresh.
     pub fresh: &'a [Measurement],
     /// The machine answered at least one request.
@@ -29,7 +29,7 @@ pub struct Polled<'a> {
 }
 
 /// A poller's handle on one machine's entry.
-pub struct MachineEntry {
+pub(crate) struct MachineEntry {
     status: Arc<Mutex<MachineStatus>>,
     /// Registers shown as sparklines (temperature, level), and when the last sample was taken.
     spark: (Option<usize>, Option<usize>),
@@ -38,7 +38,11 @@ pub struct MachineEntry {
 
 impl MachineEntry {
     /// Take the entry `status` for `machine` polled through `endpoint`.
-    pub fn new(status: Arc<Mutex<MachineStatus>>, machine: &Machine, endpoint: &str) -> Self {
+    pub(crate) fn new(
+        status: Arc<Mutex<MachineStatus>>,
+        machine: &Machine,
+        endpoint: &str,
+    ) -> Self {
         {
             let mut s = lock(&status);
             s.name = machine.name.clone();
@@ -60,7 +64,7 @@ impl MachineEntry {
 
     /// After a poll: counters, histogram and, when it answered, the values (`latest` gives a
     /// register's last value by index).
-    pub fn polled<'v>(
+    pub(crate) fn polled<'v>(
         &mut self,
         machine: &Machine,
         poll: Polled<'_>,
@@ -112,18 +116,18 @@ impl MachineEntry {
     }
 
     /// An error of `kind` (a `ModbusError::kind`, or "connection").
-    pub fn error(&self, kind: &'static str, text: &str) {
+    pub(crate) fn error(&self, kind: &'static str, text: &str) {
         let mut st = lock(&self.status);
         *st.errors.entry(kind).or_insert(0) += 1;
         st.last_error = Some(text.to_string());
     }
 
-    pub fn online(&self, online: bool) {
+    pub(crate) fn online(&self, online: bool) {
         lock(&self.status).online = Some(online);
     }
 
     /// The online state, polls and errors so far (for the poller's periodic summary).
-    pub fn counts(&self) -> (Option<bool>, u64, u64) {
+    pub(crate) fn counts(&self) -> (Option<bool>, u64, u64) {
         let st = lock(&self.status);
         (st.online, st.polls, st.errors.values().sum())
     }

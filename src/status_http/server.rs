@@ -114,7 +114,7 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
-pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
 /// A bound listener, not yet serving.
 pub struct Server {

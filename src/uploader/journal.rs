@@ -41,9 +41,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The runtime directory used when systemd gives none (a manual run), if it is there.
-pub const DEFAULT_DIR: &str = "/run/dyeing-gateway";
+pub(crate) const DEFAULT_DIR: &str = "/run/dyeing-gateway";
 /// Default size bound of the journal. tmpfs pages count against the unit's `MemoryMax=`.
-pub const DEFAULT_MAX_BYTES: u64 = 8 << 20;
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 8 << 20;
 
 const HEADER: usize = 8;
 const KIND_STAMPED: u8 = b'S';
@@ -59,7 +59,7 @@ pub struct JournalOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum JournalError {
+pub(crate) enum JournalError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{} is used by another running gateway", .0.display())]
@@ -75,7 +75,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
 
 /// Where the journal goes: `$RUNTIME_DIRECTORY` (the first, if systemd gives several), else
 /// `/run/dyeing-gateway` if it exists. `None` (logged) means running without a journal.
-pub fn locate() -> Option<PathBuf> {
+pub(crate) fn locate() -> Option<PathBuf> {
     if let Some(v) = std::env::var_os("RUNTIME_DIRECTORY").filter(|v| !v.is_empty()) {
         let first = v
             .to_string_lossy()
@@ -97,7 +97,7 @@ pub fn locate() -> Option<PathBuf> {
 
 /// One poll's lines found by replay.
 #[derive(Debug)]
-pub enum Replayed {
+pub(crate) enum Replayed {
     Stamped(Vec<String>),
     /// Held for an untrusted clock; `taken` is the poll time on this process's monotonic clock.
     Held {
@@ -108,7 +108,7 @@ pub enum Replayed {
 
 /// What `open` found.
 #[derive(Debug, Default)]
-pub struct Recovery {
+pub(crate) struct Recovery {
     pub batches: Vec<Replayed>,
     pub points: usize,
     /// Bytes cut off torn segment tails.
@@ -126,7 +126,7 @@ struct Segment {
     held_end: u64,
 }
 
-pub struct Journal {
+pub(crate) struct Journal {
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
@@ -161,7 +161,7 @@ fn boot_id() -> String {
 }
 
 /// `CLOCK_BOOTTIME` in ns: monotonic, counts suspend, restarts at 0 on every boot.
-pub fn boottime_ns() -> u64 {
+pub(crate) fn boottime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -252,7 +252,7 @@ fn parse_held(p: &[u8]) -> Option<(&[u8], u64, &[u8])> {
 
 impl Journal {
     /// Open the journal in `opts.dir`, returning what a previous process left in it.
-    pub fn open(opts: &JournalOptions) -> Result<(Journal, Recovery), JournalError> {
+    pub(crate) fn open(opts: &JournalOptions) -> Result<(Journal, Recovery), JournalError> {
         let dir = opts.dir.clone();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock = lock_dir(&dir)?;
@@ -353,18 +353,18 @@ impl Journal {
 
     /// Bytes in the journal's segments.
     #[cfg(test)]
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Journal the lines of one stamped poll.
-    pub fn append_stamped(&mut self, lines: &[String]) {
+    pub(crate) fn append_stamped(&mut self, lines: &[String]) {
         self.stamped += lines.len() as u64;
         self.append(&[KIND_STAMPED], lines);
     }
 
     /// Journal the lines of one poll held for an untrusted clock, polled at `taken`.
-    pub fn append_held(&mut self, lines: &[String], taken: Instant) {
+    pub(crate) fn append_held(&mut self, lines: &[String], taken: Instant) {
         self.held += 1;
         let at = boottime_ns().saturating_sub(taken.elapsed().as_nanos() as u64);
         let id = self.boot_id.as_bytes();
@@ -402,7 +402,7 @@ impl Journal {
 
     /// Write the records appended since the last flush, in one write. The uploader flushes
     /// after taking what is waiting and before it sleeps; settling flushes first.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.record.is_empty() {
             return;
         }
@@ -491,7 +491,7 @@ impl Journal {
 
     /// Say how many stamped lines and held batches, counted in journal order, are settled;
     /// segments holding only settled points are deleted (the newest is truncated).
-    pub fn settle(&mut self, stamped: u64, held: u64) {
+    pub(crate) fn settle(&mut self, stamped: u64, held: u64) {
         self.flush();
         self.settled_stamped = self.settled_stamped.max(stamped);
         self.settled_held = self.settled_held.max(held);

@@ -13,13 +13,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first line of a new file (format 1).
-pub const HEADER: &str = "# dyeing-gateway rejected.lp format 1\n";
+pub(crate) const HEADER: &str = "# dyeing-gateway rejected.lp format 1\n";
 const HEADER_PREFIX: &str = "# dyeing-gateway rejected.lp format ";
 
 /// The cap of `rejected.lp` used by the gateway.
-pub const MAX_BYTES: u64 = 10 * 1024 * 1024;
+pub(crate) const MAX_BYTES: u64 = 10 * 1024 * 1024;
 
-pub struct RejectedFile {
+pub(crate) struct RejectedFile {
     path: PathBuf,
     max_bytes: u64,
     /// The file's size, learnt at the first append.
@@ -29,7 +29,7 @@ pub struct RejectedFile {
 }
 
 impl RejectedFile {
-    pub fn new(path: PathBuf, max_bytes: u64) -> RejectedFile {
+    pub(crate) fn new(path: PathBuf, max_bytes: u64) -> RejectedFile {
         RejectedFile {
             path,
             max_bytes: max_bytes.max(HEADER.len() as u64 + 1),
@@ -38,12 +38,12 @@ impl RejectedFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The rotated file beside it (`rejected.lp.1`).
-    pub fn older(&self) -> PathBuf {
+    pub(crate) fn older(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".1");
         PathBuf::from(name)
@@ -51,7 +51,7 @@ impl RejectedFile {
 
     /// Append `entry` (whole lines, each ending in `\n`), rotating first when it would not
     /// fit. An entry longer than the cap is cut to it at a line boundary where there is one.
-    pub fn append(&mut self, entry: &str) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, entry: &str) -> std::io::Result<()> {
         if !self.checked {
             self.check_format()?;
             self.checked = true;

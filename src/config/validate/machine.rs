@@ -27,7 +27,7 @@ impl Entry<'_> {
     /// Where a setting is reported: the machine's own at its path, one inherited from the
     /// profile at the profile's (once: repeats from other machines are removed at the end of
     /// `validate`).
-    pub fn origin(&self, own: bool) -> String {
+    pub(super) fn origin(&self, own: bool) -> String {
         if own {
             self.path.to_string()
         } else {
