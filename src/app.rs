@@ -31,29 +31,31 @@ use ureq::tls::Certificate;
 
 /// Capacity of each endpoint's command channel (batch orders, outbox receipts). When full, the
 /// sender gives up after a second and offers again later (orders come every poll of the API).
-pub const COMMAND_CHANNEL: usize = 64;
+pub(crate) const COMMAND_CHANNEL: usize = 64;
 /// Capacity of the pollers -> outbox channel; items not taken are offered again.
-pub const OUTBOX_CHANNEL: usize = 64;
+pub(crate) const OUTBOX_CHANNEL: usize = 64;
 
 /// Capacity of the poller -> uploader channel, in messages (one message is one poll's lines).
 /// When it is full the pollers wait (backpressure) rather than drop points.
-pub const POINTS_CHANNEL: usize = 4096;
+pub(crate) const POINTS_CHANNEL: usize = 4096;
 
 /// How long shutdown waits for an HTTP worker (`influx-http`, `outbox-http`) once the thread
 /// it serves is gone: it ends as soon as its request does, and a request still hanging then
 /// (the uploader already gave up on it after `shutdown_grace`; the outbox never waits for an
 /// answer) is not waited for.
-pub const HTTP_WORKER_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const HTTP_WORKER_GRACE: Duration = Duration::from_secs(1);
 
 /// A thread that could not be started: the process exits with a runtime failure.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {cause}")]
-pub struct StartError {
+pub(crate) struct StartError {
     pub what: &'static str,
     pub cause: String,
 }
 
-pub fn start_error<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> StartError {
+pub(crate) fn start_error<E: std::fmt::Display>(
+    what: &'static str,
+) -> impl FnOnce(E) -> StartError {
     move |e| StartError {
         what,
         cause: e.to_string(),
@@ -289,7 +291,7 @@ pub fn start(
 /// The crash journal of `run`: in the runtime directory (see `uploader::journal::locate`).
 /// `demo`, `once` and in-process tests run without one, so they never take back the points
 /// of a production gateway.
-pub fn journal_options() -> Option<JournalOptions> {
+pub(crate) fn journal_options() -> Option<JournalOptions> {
     journal::locate().map(|dir| JournalOptions {
         dir,
         max_bytes: journal::DEFAULT_MAX_BYTES,
@@ -318,14 +320,14 @@ pub fn uploader_settings(config: &Config) -> UploaderSettings {
 
 /// The signal thread: SIGTERM, SIGINT and SIGHUP arrive on `rx`. Dropping it ends and joins
 /// the thread.
-pub struct Signals {
+pub(crate) struct Signals {
     pub rx: Receiver<i32>,
     handle: signal_hook::iterator::Handle,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Signals {
-    pub fn start() -> std::io::Result<Signals> {
+    pub(crate) fn start() -> std::io::Result<Signals> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         let handle = signals.handle();
@@ -345,7 +347,7 @@ impl Signals {
     }
 
     /// Wait for SIGTERM/SIGINT (any signal) or the duration.
-    pub fn wait(&self, duration: Option<f64>) {
+    pub(crate) fn wait(&self, duration: Option<f64>) {
         let timeout = duration
             .filter(|d| d.is_finite() && *d >= 0.0)
             .map(Duration::from_secs_f64)
@@ -400,7 +402,7 @@ pub fn trusted_roots(config: &Config) -> Result<Roots, ConfigError> {
 }
 
 /// What `run` needs beyond a valid config: an InfluxDB to write to, and the trusted roots.
-pub fn runnable(config: &Config) -> Result<Roots, ConfigError> {
+pub(crate) fn runnable(config: &Config) -> Result<Roots, ConfigError> {
     config.influx.configured().map_err(Clone::clone)?;
     trusted_roots(config)
 }
@@ -470,11 +472,11 @@ fn start_generation(
 }
 
 /// The status page's thread, when the config has a page and its port could be taken.
-pub struct StatusPage(Option<Stoppable>);
+pub(crate) struct StatusPage(Option<Stoppable>);
 
 impl StatusPage {
     /// Stop the page and wait for its thread.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         if let Some(s) = self.0 {
             s.join();
         }
@@ -482,7 +484,7 @@ impl StatusPage {
 }
 
 /// Start the status page (if the config has one) on the board in `shared`.
-pub fn start_status(
+pub(crate) fn start_status(
     config: &Config,
     shared: &crate::status_http::Shared,
 ) -> Result<StatusPage, StartError> {
@@ -571,7 +573,7 @@ fn restart_last_good(
 /// seconds. A SIGHUP reloads through `reload` (`path` is the file named in the log): a config
 /// that fails validation or has no InfluxDB is refused, one that fails to start is replaced by
 /// the last good one again; the page keeps running and is handed the new board and login.
-pub fn run(
+pub(crate) fn run(
     mut config: Config,
     mut ca: Roots,
     path: &Path,

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const EXIT_RUNTIME: i32 = 1;
-pub const EXIT_CONFIG: i32 = 2;
+pub(crate) const EXIT_RUNTIME: i32 = 1;
+pub(crate) const EXIT_CONFIG: i32 = 2;
 
 #[derive(Parser)]
 #[command(

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// 2026-01-01T00:00:00Z: no point from this gateway can be older than its release.
-pub const FLOOR_MS: i64 = 1_767_225_600_000;
+pub(crate) const FLOOR_MS: i64 = 1_767_225_600_000;
 
-pub const TIMESYNCD_FILE: &str = "/run/systemd/timesync/synchronized";
+pub(crate) const TIMESYNCD_FILE: &str = "/run/systemd/timesync/synchronized";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncCheck {
@@ -32,7 +32,7 @@ pub enum SyncCheck {
 
 impl SyncCheck {
     /// `auto`: the timesyncd file when timesyncd runs here, else trust the clock.
-    pub fn auto() -> SyncCheck {
+    pub(crate) fn auto() -> SyncCheck {
         if std::path::Path::new("/run/systemd/timesync").is_dir() {
             SyncCheck::File(PathBuf::from(TIMESYNCD_FILE))
         } else {
@@ -48,7 +48,7 @@ pub struct Clock {
 }
 
 /// Milliseconds since the Unix epoch (0 for a time before it).
-pub fn unix_ms(t: SystemTime) -> i64 {
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
@@ -71,12 +71,12 @@ impl Clock {
     /// A clock that is always trusted (above the floor), for unit tests. Production code
     /// passes the clock it built from the config (`Clock::new`) to every constructor.
     #[cfg(test)]
-    pub fn trusted() -> Clock {
+    pub(crate) fn trusted() -> Clock {
         Clock::new(SyncCheck::Off)
     }
 
     /// Look again; returns whether the clock is now trusted. Called by the uploader.
-    pub fn refresh(&self) -> bool {
+    pub(crate) fn refresh(&self) -> bool {
         let ok = wall_ms() >= FLOOR_MS
             && match &self.check {
                 SyncCheck::Off => true,
@@ -86,25 +86,25 @@ impl Clock {
         ok
     }
 
-    pub fn is_synced(&self) -> bool {
+    pub(crate) fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
     }
 
     /// The wall time in ms, or `None` while it is not trusted.
-    pub fn now_ms(&self) -> Option<i64> {
+    pub(crate) fn now_ms(&self) -> Option<i64> {
         self.is_synced().then(wall_ms)
     }
 
     /// The wall time in ms and whether it is *not* trusted: for events that cannot wait for
     /// the clock (finish reports, confirmations), which carry the flag to the outbox.
-    pub fn stamp(&self) -> (i64, bool) {
+    pub(crate) fn stamp(&self) -> (i64, bool) {
         match self.now_ms() {
             Some(t) => (t, false),
             None => (wall_ms(), true),
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.check {
             SyncCheck::Off => "trusted (no synchronization check)".into(),
             SyncCheck::File(p) => format!("synchronized when {} exists", p.display()),

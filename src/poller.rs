@@ -176,7 +176,7 @@ impl Poller {
 
     /// Run the batch workflow for this endpoint's machines: finish detection, safe batch
     /// write-back, with state files under `state_dir` and items for the outbox.
-    pub fn with_batch(
+    pub(crate) fn with_batch(
         mut self,
         config: &Config,
         commands: Receiver<OwnerCommand>,

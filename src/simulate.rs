@@ -115,7 +115,7 @@ impl SimMachine {
     }
 
     /// Advance the simulated process to `t` seconds since start.
-    pub fn update(&mut self, t: f64) {
+    pub(crate) fn update(&mut self, t: f64) {
         let finish_code = self.machine.finish.as_ref().map_or(305, |f| f.finish_code);
         let step = self.step_s;
         let cycle = step * (RUNNING_CODES.len() as f64 + 2.0);
@@ -319,7 +319,7 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -45,13 +45,14 @@ pub struct MachineStatus {
 }
 
 /// Upper bounds (seconds) of the poll duration histogram.
-pub const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+pub(crate) const LATENCY_BUCKETS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// How many sparkline samples are kept (10 minutes at one per 10 s).
-pub const HISTORY_LEN: usize = 60;
+pub(crate) const HISTORY_LEN: usize = 60;
 
 impl MachineStatus {
-    pub fn observe_latency(&mut self, seconds: f64) {
+    pub(crate) fn observe_latency(&mut self, seconds: f64) {
         if self.latency_buckets.len() != LATENCY_BUCKETS.len() + 1 {
             self.latency_buckets = vec![0; LATENCY_BUCKETS.len() + 1];
         }
@@ -66,7 +67,7 @@ impl MachineStatus {
 
 /// The last configuration reload, for the status page.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     pub last_reload_ms: Option<i64>,
     pub last_error: Option<String>,
 }
@@ -103,7 +104,7 @@ pub struct OutboxStatus {
 /// What the status page shows of the A/B root slots (written by the `update-status` thread,
 /// read from RAUC).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct SlotStatus {
+pub(crate) struct SlotStatus {
     pub name: String,
     pub bootname: Option<String>,
     /// `booted`, `inactive` or `active` (RAUC's slot state).
@@ -117,7 +118,7 @@ pub struct SlotStatus {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
-pub struct UpdateStatus {
+pub(crate) struct UpdateStatus {
     /// The root slot this system runs from (`rootfs.1`), when RAUC knows.
     pub booted: Option<String>,
     /// The slot the bootloader will try first at the next boot.
@@ -134,13 +135,13 @@ pub struct UpdateStatus {
 }
 
 impl UpdateStatus {
-    pub fn booted_slot(&self) -> Option<&SlotStatus> {
+    pub(crate) fn booted_slot(&self) -> Option<&SlotStatus> {
         let name = self.booted.as_deref()?;
         self.slots.iter().find(|s| s.name == name)
     }
 
     /// The root slot that is not booted (the one an install writes).
-    pub fn other_slot(&self) -> Option<&SlotStatus> {
+    pub(crate) fn other_slot(&self) -> Option<&SlotStatus> {
         let booted = self.booted.as_deref()?;
         self.slots.iter().find(|s| s.name != booted)
     }
@@ -154,7 +155,7 @@ pub struct Board {
 }
 
 #[derive(Serialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub version: &'static str,
     pub time_ms: i64,
     pub machines: Vec<MachineStatus>,
@@ -167,7 +168,7 @@ pub struct Snapshot {
 }
 
 impl Board {
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             time_ms: unix_ms(SystemTime::now()),
@@ -188,11 +189,11 @@ pub struct Beat {
 }
 
 impl Beat {
-    pub fn check_in(&self) {
+    pub(crate) fn check_in(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
@@ -217,7 +218,7 @@ impl Liveness {
     }
 
     /// Threads whose loop has not turned within `max_age`.
-    pub fn stuck(&self, max_age: Duration) -> Vec<String> {
+    pub(crate) fn stuck(&self, max_age: Duration) -> Vec<String> {
         lock(&self.beats)
             .iter()
             .filter(|b| b.age() > max_age)

@@ -128,7 +128,7 @@ pub fn check_name(name: &str, bw: &BatchWrite) -> Result<(), String> {
     Ok(())
 }
 
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     agent: ureq::Agent,
     url: String,
     interval: Duration,
@@ -148,7 +148,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// `ca`: the trusted CAs for https:// (`None`: Mozilla's roots).
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         ca: Option<&[ureq::tls::Certificate<'static>]>,
         url: String,
@@ -190,7 +190,7 @@ impl Fetcher {
     }
 
     /// One GET and hand-over. Returns the orders sent (for tests).
-    pub fn fetch_once(&mut self) -> Vec<BatchOrder> {
+    pub(crate) fn fetch_once(&mut self) -> Vec<BatchOrder> {
         let result = self
             .agent
             .get(&self.url)
@@ -310,7 +310,7 @@ impl Fetcher {
         sent
     }
 
-    pub fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
+    pub(crate) fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
         let mut next = Instant::now();
         loop {
             beat.check_in();

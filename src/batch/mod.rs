@@ -57,12 +57,12 @@ fn is_false(b: &bool) -> bool {
 /// A machine as the threads name it to each other: its index in `Config::machines` (the
 /// status board's `machines` follow the same order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MachineId(pub usize);
+pub(crate) struct MachineId(pub usize);
 
 /// What the outbox is asked to deliver; `machine` lets the outbox tell the owning poller once
 /// the item is on disk.
 #[derive(Debug, Clone)]
-pub enum OutboxItem {
+pub(crate) enum OutboxItem {
     Finish {
         machine: MachineId,
         event: FinishEvent,
@@ -75,7 +75,7 @@ pub enum OutboxItem {
 
 /// A new batch for a machine, from the API.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchOrder {
+pub(crate) struct BatchOrder {
     pub machine: MachineId,
     pub name: String,
     pub entry_id: Option<String>,
@@ -84,7 +84,7 @@ pub struct BatchOrder {
 /// Commands to the thread that owns a machine's endpoint (its poller): the only way the batch
 /// workflow's other threads reach a machine.
 #[derive(Debug, Clone)]
-pub enum OwnerCommand {
+pub(crate) enum OwnerCommand {
     /// Write this batch into the machine (after every safety check).
     Write(BatchOrder),
     /// The outbox has stored item `id` of machine `machine` durably.

@@ -127,7 +127,7 @@ struct Answer {
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an item that happened while the clock was not synchronized waits for it.
-pub const CLOCK_WAIT: Duration = Duration::from_secs(120);
+pub(crate) const CLOCK_WAIT: Duration = Duration::from_secs(120);
 
 pub struct OutboxSettings {
     pub dir: PathBuf,
@@ -161,7 +161,7 @@ pub struct Outbox {
 /// Fill a body template: a string that is exactly a placeholder takes the value's JSON type
 /// (`"{code}"` becomes a number); placeholders inside longer strings are replaced as text, in
 /// one pass over the template, so a value that itself reads `{event_id}` is kept as it is.
-pub fn fill(template: &Value, vars: &[(&str, Value)]) -> Value {
+pub(crate) fn fill(template: &Value, vars: &[(&str, Value)]) -> Value {
     match template {
         Value::String(s) => {
             if let Some((_, v)) = vars.iter().find(|(k, _)| s == &format!("{{{k}}}")) {
@@ -204,7 +204,7 @@ pub fn fill(template: &Value, vars: &[(&str, Value)]) -> Value {
 }
 
 impl Payload {
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Payload::Finish(e) => &e.id,
             Payload::Confirm(c) => &c.key,
@@ -476,7 +476,10 @@ impl Outbox {
     /// item that is safe; an item whose record could not be stored is left out (its poller
     /// keeps its pending copy), and so is every item of the group not yet synced then, because
     /// a failed append or sync takes back all records since the last sync.
-    pub fn add_group(&mut self, items: Vec<(MachineId, Payload)>) -> Vec<(MachineId, String)> {
+    pub(crate) fn add_group(
+        &mut self,
+        items: Vec<(MachineId, Payload)>,
+    ) -> Vec<(MachineId, String)> {
         let mut safe = Vec::new();
         let mut unsynced: Vec<(MachineId, String)> = Vec::new();
         self.defer_sync = true;
@@ -580,7 +583,7 @@ impl Outbox {
 
     /// Take the worker's answer if it has come, then hand it the next due POST if it is idle:
     /// the URL waiting longest, once its item's time is settled. Never waits for the API.
-    pub fn deliver_due(&mut self) {
+    pub(crate) fn deliver_due(&mut self) {
         if let Ok(a) = self.answers.try_recv() {
             self.answered(a);
         }
@@ -700,7 +703,7 @@ impl Outbox {
 
     /// The thread's loop: take items in, tell the owning poller when each is stored, POST what
     /// is due. `reply[m]` reaches the owner of machine `m`.
-    pub fn run(
+    pub(crate) fn run(
         mut self,
         rx: Receiver<OutboxItem>,
         reply: Vec<Sender<OwnerCommand>>,
@@ -768,7 +771,7 @@ pub struct PostWorker {
 }
 
 impl PostWorker {
-    pub fn run(self) {
+    pub(crate) fn run(self) {
         for p in &self.posts {
             let result = self
                 .agent

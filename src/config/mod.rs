@@ -30,9 +30,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default poll interval of a machine (spec: 5 s).
-pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// Default heartbeat: an unchanged measurement is still written this often.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measurement {
     HighFrequency,
@@ -42,13 +42,13 @@ pub enum Measurement {
 }
 
 impl Measurement {
-    pub const ALL: [Measurement; 4] = [
+    pub(crate) const ALL: [Measurement; 4] = [
         Measurement::HighFrequency,
         Measurement::MediumFrequency,
         Measurement::CycleContext,
         Measurement::Maintenance,
     ];
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Measurement::HighFrequency => "high_frequency_data",
             Measurement::MediumFrequency => "medium_frequency_data",
@@ -56,10 +56,10 @@ impl Measurement {
             Measurement::Maintenance => "maintenance_events",
         }
     }
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Measurement::ALL.into_iter().find(|m| m.as_str() == s)
     }
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -84,10 +84,6 @@ impl Register {
     /// How many registers (or bits, for coils and discrete inputs) the value occupies.
     pub fn quantity(&self) -> u16 {
         self.data_type.quantity()
-    }
-    /// Scaled values are always floats, so a scale change never changes the field's type.
-    pub fn is_scaled(&self) -> bool {
-        self.scale.is_some() || self.offset.is_some()
     }
 }
 
@@ -204,7 +200,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             EndpointKind::Tcp { host, port } => format!("tcp://{host}:{port}"),
             EndpointKind::RtuOverTcp { host, port } => format!("rtu-over-tcp://{host}:{port}"),
@@ -296,13 +292,13 @@ pub struct Api {
 }
 
 /// The default finish report: what a plant API most likely expects.
-pub fn default_finish_body() -> serde_json::Value {
+pub(crate) fn default_finish_body() -> serde_json::Value {
     serde_json::json!({"machine": "{machine}", "batch": "{batch}", "process_code": "{code}",
         "finished_at": "{time}", "event_id": "{event_id}"})
 }
 
 /// The default batch confirmation.
-pub fn default_confirm_body() -> serde_json::Value {
+pub(crate) fn default_confirm_body() -> serde_json::Value {
     serde_json::json!({"machine": "{machine}", "batch": "{batch}", "id": "{entry_id}",
         "written_at": "{time}"})
 }
@@ -331,7 +327,7 @@ pub struct Config {
 
 impl Config {
     /// The state directory, with where each thing is kept in it.
-    pub fn state(&self) -> crate::durable::StateDir {
+    pub(crate) fn state(&self) -> crate::durable::StateDir {
         crate::durable::StateDir::new(&self.state_dir)
     }
 }

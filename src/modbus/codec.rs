@@ -12,11 +12,11 @@ use std::fmt;
 
 /// MBAP header length (Modbus Messaging on TCP/IP v1.0b, 3.1.3): transaction id (2),
 /// protocol id (2), length (2), unit id (1).
-pub const MBAP_LEN: usize = 7;
+pub(crate) const MBAP_LEN: usize = 7;
 /// Largest TCP ADU: MBAP (7) + PDU (253). Modbus Messaging on TCP/IP v1.0b, 4.1.
-pub const TCP_MAX_ADU: usize = 260;
+pub(crate) const TCP_MAX_ADU: usize = 260;
 /// Largest RTU ADU: address (1) + PDU (253) + CRC (2). Modbus over serial line v1.02, 2.5.1.1.
-pub const RTU_MAX_ADU: usize = 256;
+pub(crate) const RTU_MAX_ADU: usize = 256;
 
 /// Function codes used here (Modbus Application Protocol v1.1b, 5.1).
 pub mod function {
@@ -41,7 +41,7 @@ pub mod exception {
     pub const GATEWAY_TARGET_FAILED: u8 = 0x0B;
 }
 
-pub fn exception_name(code: u8) -> &'static str {
+pub(crate) fn exception_name(code: u8) -> &'static str {
     match code {
         0x01 => "illegal function",
         0x02 => "illegal data address",
@@ -57,10 +57,10 @@ pub fn exception_name(code: u8) -> &'static str {
 }
 
 /// Modbus Application Protocol v1.1b, 6.1/6.3: at most 125 registers or 2000 bits per read.
-pub const SPEC_MAX_REGISTERS: u16 = 125;
-pub const SPEC_MAX_BITS: u16 = 2000;
+pub(crate) const SPEC_MAX_REGISTERS: u16 = 125;
+pub(crate) const SPEC_MAX_BITS: u16 = 2000;
 /// rmodbus accepts at most 123 registers in one TCP response buffer; the Modbus spec allows 125.
-pub const TCP_MAX_REGISTERS: u16 = 123;
+pub(crate) const TCP_MAX_REGISTERS: u16 = 123;
 
 /// The four tables of the Modbus data model (Modbus Application Protocol v1.1b, 4.3): coils
 /// and discrete inputs hold bits, holding and input registers 16-bit words. The config calls
@@ -74,11 +74,11 @@ pub enum Table {
 }
 
 impl Table {
-    pub fn is_bit(self) -> bool {
+    pub(crate) fn is_bit(self) -> bool {
         matches!(self, Table::Coil | Table::DiscreteInput)
     }
     /// The name used in the config and in messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Table::Coil => "coil",
             Table::DiscreteInput => "discrete_input",
@@ -262,7 +262,7 @@ pub fn write_single(
 
 /// CRC-16/MODBUS (polynomial 0xA001 reflected, initial 0xFFFF), sent low byte first.
 /// Modbus over serial line v1.02, 6.2.2.
-pub fn crc16(bytes: &[u8]) -> u16 {
+pub(crate) fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0xFFFF;
     for &b in bytes {
         crc ^= u16::from(b);

@@ -40,7 +40,7 @@ pub struct Rs485 {
 }
 
 /// Bits on the wire per character: start, data, parity, stop.
-pub fn bits_per_char(s: &SerialSettings) -> u32 {
+pub(crate) fn bits_per_char(s: &SerialSettings) -> u32 {
     1 + u32::from(s.data_bits) + u32::from(s.parity != Parity::None) + u32::from(s.stop_bits)
 }
 
@@ -55,15 +55,6 @@ pub fn t35(s: &SerialSettings) -> Duration {
         Duration::from_micros(1750)
     } else {
         char_time(s).mul_f64(3.5)
-    }
-}
-
-/// The inter-character limit t1.5: 1.5 character times, or 750 us above 19200 baud.
-pub fn t15(s: &SerialSettings) -> Duration {
-    if s.baudrate > 19200 {
-        Duration::from_micros(750)
-    } else {
-        char_time(s).mul_f64(1.5)
     }
 }
 
@@ -109,7 +100,7 @@ fn set_rs485(port: &TTYPort, r: &Rs485) -> io::Result<()> {
     Ok(())
 }
 
-pub struct SerialTransport {
+pub(crate) struct SerialTransport {
     settings: SerialSettings,
     timeout: Duration,
     port: Option<TTYPort>,
@@ -118,7 +109,7 @@ pub struct SerialTransport {
 }
 
 impl SerialTransport {
-    pub fn new(settings: SerialSettings, timeout: Duration) -> Self {
+    pub(crate) fn new(settings: SerialSettings, timeout: Duration) -> Self {
         SerialTransport {
             settings,
             timeout,

@@ -28,14 +28,14 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         matches!(self, TransportError::Timeout(_))
     }
 }
 
 /// Timeouts in a row after which a TCP connection is taken for half-open: one timeout keeps
 /// it (a late reply is discarded), two of different requests mean the peer is gone.
-pub const HALF_OPEN_TIMEOUTS: u32 = 2;
+pub(crate) const HALF_OPEN_TIMEOUTS: u32 = 2;
 
 /// One Modbus connection. Implementations keep the connection open between exchanges and
 /// reopen it on `open` after `close`.
@@ -358,12 +358,12 @@ pub(crate) fn read_rtu_adu<R: Read + ?Sized>(
 
 /// Modbus RTU frames carried over a TCP connection (serial device servers on RS-485 bridges).
 /// No transaction id: one request at a time, and stray input is discarded before each request.
-pub struct RtuOverTcpTransport {
+pub(crate) struct RtuOverTcpTransport {
     inner: TcpTransport,
 }
 
 impl RtuOverTcpTransport {
-    pub fn new(host: &str, port: u16, timeout: Duration) -> Self {
+    pub(crate) fn new(host: &str, port: u16, timeout: Duration) -> Self {
         RtuOverTcpTransport {
             inner: TcpTransport::new(host, port, timeout),
         }

@@ -47,7 +47,7 @@ pub enum DataType {
 
 impl DataType {
     /// How many registers (or bits, for coils and discrete inputs) a value of this type occupies.
-    pub fn quantity(self) -> u16 {
+    pub(crate) fn quantity(self) -> u16 {
         match self {
             DataType::Bool | DataType::Bit(_) | DataType::Int16 | DataType::UInt16 => 1,
             DataType::Int32 | DataType::UInt32 | DataType::Float32 => 2,
@@ -78,7 +78,7 @@ pub trait Field {
 
 /// A decoded field value, typed the way it goes into InfluxDB.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Float(f64),
     Int(i64),
     Bool(bool),
@@ -87,7 +87,7 @@ pub enum Value {
 
 impl Value {
     /// Numeric view for deadbands, edges and finish codes.
-    pub fn as_f64(&self) -> Option<f64> {
+    pub(crate) fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Float(f) => Some(*f),
             Value::Int(i) => Some(*i as f64),
@@ -97,7 +97,7 @@ impl Value {
     }
 
     /// True when `self` differs from `last` by more than `deadband` (numbers) or at all.
-    pub fn changed_from(&self, last: &Value, deadband: f64) -> bool {
+    pub(crate) fn changed_from(&self, last: &Value, deadband: f64) -> bool {
         match (self.as_f64(), last.as_f64()) {
             (Some(a), Some(b)) if deadband > 0.0 => (a - b).abs() > deadband,
             _ => self != last,
@@ -107,7 +107,7 @@ impl Value {
 
 /// Why a register produced no value this poll.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("value is {0} (not written: line protocol has no such value)")]
     NotFinite(f64),
     #[error("reply carried {got} words, the register needs {need}")]
@@ -191,7 +191,7 @@ pub fn encode_string(text: &str, len: u16, order: StringOrder) -> Vec<u16> {
 }
 
 /// Decimal places of a configured scale or offset (`0.1` -> 1, `0.025` -> 3), at most 12.
-pub fn decimals(x: f64) -> u32 {
+pub(crate) fn decimals(x: f64) -> u32 {
     (0..12)
         .find(|&d| {
             let y = x * 10f64.powi(d as i32);
@@ -225,7 +225,10 @@ fn scaled<F: Field + ?Sized>(reg: &F, raw: f64, integer: bool) -> Result<Value, 
 }
 
 /// Decode a register from its words (holding and input registers).
-pub fn decode_words<F: Field + ?Sized>(reg: &F, words: &[u16]) -> Result<Value, DecodeError> {
+pub(crate) fn decode_words<F: Field + ?Sized>(
+    reg: &F,
+    words: &[u16],
+) -> Result<Value, DecodeError> {
     let need = usize::from(reg.quantity());
     if words.len() < need {
         return Err(DecodeError::Short {
@@ -269,13 +272,13 @@ pub fn decode_words<F: Field + ?Sized>(reg: &F, words: &[u16]) -> Result<Value, 
 }
 
 /// Decode a coil or discrete input.
-pub fn decode_bit(bit: bool) -> Value {
+pub(crate) fn decode_bit(bit: bool) -> Value {
     Value::Bool(bit)
 }
 
 /// Encode a value into the register words that `decode_words` reads back as the same value
 /// (before scale: the caller passes the raw number). Used by the simulator.
-pub fn encode_words<F: Field + ?Sized>(reg: &F, raw: &Value) -> Vec<u16> {
+pub(crate) fn encode_words<F: Field + ?Sized>(reg: &F, raw: &Value) -> Vec<u16> {
     if let DataType::Str { len, order } = reg.data_type() {
         let text = match raw {
             Value::Str(s) => s.as_str(),

@@ -85,7 +85,7 @@ pub fn plan<F: Field>(registers: &[F], members: &[usize], limits: &DeviceLimits)
 
 /// Split a block the device refused with exception 02. Returns `None` when the block already
 /// holds a single register: then that register itself is unreadable.
-pub fn split<F: Field>(
+pub(crate) fn split<F: Field>(
     registers: &[F],
     block: &ReadBlock,
     limits: &DeviceLimits,

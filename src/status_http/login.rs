@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Iterations `hash-password` uses: about 0.05 s on a PC and well under a second on the
 /// appliance's ARM core, checked once per password per process (see the gate).
-pub const ITERATIONS: u32 = 100_000;
+pub(crate) const ITERATIONS: u32 = 100_000;
 const PREFIX: &str = "pbkdf2-sha256$";
 /// Failed logins checked per minute from all clients together.
-pub const GLOBAL_FAILURES: usize = 10;
+pub(crate) const GLOBAL_FAILURES: usize = 10;
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Clients whose failures are remembered; the one allowed soonest is forgotten first.
 const MAX_CLIENTS: usize = 1024;
@@ -71,7 +71,7 @@ fn key32(s: &str) -> Option<[u8; 32]> {
 
 impl PasswordHash {
     /// Either format; `None` when it is neither.
-    pub fn parse(s: &str) -> Option<PasswordHash> {
+    pub(crate) fn parse(s: &str) -> Option<PasswordHash> {
         if let Some(rest) = s.strip_prefix(PREFIX) {
             let mut parts = rest.split('$');
             let iterations: u32 = parts.next()?.parse().ok()?;
@@ -119,12 +119,12 @@ impl PasswordHash {
         }
     }
 
-    pub fn is_legacy(&self) -> bool {
+    pub(crate) fn is_legacy(&self) -> bool {
         matches!(self, PasswordHash::LegacySha256 { .. })
     }
 
     /// Whether `password` matches (compared without an early exit).
-    pub fn verify(&self, password: &str) -> bool {
+    pub(crate) fn verify(&self, password: &str) -> bool {
         let (got, want) = match self {
             PasswordHash::Pbkdf2 {
                 iterations,
@@ -169,7 +169,7 @@ pub struct Login {
 
 /// What the gate says about one request.
 #[derive(Debug, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// Wrong or missing credentials: 401.
     Refused,
@@ -185,7 +185,7 @@ struct Failures {
 }
 
 /// The login in force, the credentials that passed, the failures by client.
-pub struct Gate {
+pub(crate) struct Gate {
     login: Option<Login>,
     /// Bumped when the login changes, so a check that ran under the old one is not remembered.
     generation: u64,
@@ -202,7 +202,7 @@ impl Default for Gate {
 }
 
 /// What a check needs outside the gate's lock (the slow hash runs unlocked).
-pub struct Pending {
+pub(crate) struct Pending {
     login: Login,
     user: String,
     password: String,
@@ -211,20 +211,20 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn check(&self) -> bool {
+    pub(crate) fn check(&self) -> bool {
         // Both parts are always compared.
         let user_ok = self.user == self.login.user;
         self.login.hash.verify(&self.password) & user_ok
     }
 }
 
-pub enum Step {
+pub(crate) enum Step {
     Done(Verdict),
     Check(Box<Pending>),
 }
 
 impl Gate {
-    pub fn new(login: Option<Login>) -> Gate {
+    pub(crate) fn new(login: Option<Login>) -> Gate {
         Gate {
             login,
             generation: 0,
@@ -235,12 +235,8 @@ impl Gate {
         }
     }
 
-    pub fn login(&self) -> Option<&Login> {
-        self.login.as_ref()
-    }
-
     /// A new login (a reload): credentials that passed the old one are forgotten.
-    pub fn set_login(&mut self, login: Option<Login>) {
+    pub(crate) fn set_login(&mut self, login: Option<Login>) {
         if login != self.login {
             self.login = login;
             self.generation += 1;
@@ -256,7 +252,7 @@ impl Gate {
     }
 
     /// The first half of a decision, under the lock: allowed, refused, or a password to check.
-    pub fn begin(&mut self, client: IpAddr, header: Option<&str>, now: Instant) -> Step {
+    pub(crate) fn begin(&mut self, client: IpAddr, header: Option<&str>, now: Instant) -> Step {
         let Some(login) = &self.login else {
             return Step::Done(Verdict::Allowed);
         };
@@ -306,7 +302,13 @@ impl Gate {
     }
 
     /// The second half, under the lock again: remember the outcome of a check.
-    pub fn finish(&mut self, client: IpAddr, p: &Pending, ok: bool, now: Instant) -> Verdict {
+    pub(crate) fn finish(
+        &mut self,
+        client: IpAddr,
+        p: &Pending,
+        ok: bool,
+        now: Instant,
+    ) -> Verdict {
         if ok {
             self.clients.remove(&client);
             if p.generation == self.generation && !self.verified.contains(&p.tag) {

@@ -20,7 +20,7 @@ pub use server::{Response, Server};
 /// What the page shows and the login it asks for; both are swapped when the config is
 /// reloaded.
 #[derive(Clone, Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub board: Arc<Mutex<Arc<Board>>>,
     pub reload: Arc<Mutex<ReloadStatus>>,
     pub login: Arc<Mutex<Gate>>,
@@ -29,7 +29,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(board: Arc<Board>) -> Shared {
+    pub(crate) fn new(board: Arc<Board>) -> Shared {
         Shared {
             board: Arc::new(Mutex::new(board)),
             reload: Arc::default(),
@@ -38,7 +38,7 @@ impl Shared {
         }
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let board = lock(&self.board).clone();
         let mut s = board.snapshot();
         s.reload = lock(&self.reload).clone();
@@ -100,7 +100,7 @@ fn label(s: &str) -> String {
 }
 
 /// Prometheus text exposition format 0.0.4.
-pub fn metrics(s: &Snapshot) -> String {
+pub(crate) fn metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let family = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -306,7 +306,7 @@ fn age(now_ms: i64, t: Option<i64>) -> String {
     }
 }
 
-pub fn html(s: &Snapshot) -> String {
+pub(crate) fn html(s: &Snapshot) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
@@ -431,7 +431,7 @@ fn update_box(u: &crate::status::UpdateStatus) -> String {
 }
 
 /// Answer one request of the page.
-pub fn handle(shared: &Shared, req: &server::Request) -> Response {
+pub(crate) fn handle(shared: &Shared, req: &server::Request) -> Response {
     let step = lock(&shared.login).begin(req.peer, req.authorization.as_deref(), Instant::now());
     let verdict = match step {
         Step::Done(v) => v,
@@ -483,7 +483,7 @@ pub fn handle(shared: &Shared, req: &server::Request) -> Response {
 
 /// Serve the page until `shutdown` is closed (on the calling thread, plus the server's
 /// fixed workers).
-pub fn run(server: Server, shared: Shared, shutdown: Receiver<()>) {
+pub(crate) fn run(server: Server, shared: Shared, shutdown: Receiver<()>) {
     let handler: server::Handler = Arc::new(move |req| handle(&shared, req));
     server.run(handler, shutdown);
 }

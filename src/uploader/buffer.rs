@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 /// Memory a point costs beyond its line's bytes: the `String` and its slot in a queue (with
 /// the queue's spare capacity) and the allocator's own overhead. Measured: about 190 bytes
 /// per point for 85-byte lines.
-pub const POINT_OVERHEAD: usize = 104;
+pub(crate) const POINT_OVERHEAD: usize = 104;
 
 /// Default bound of the points waiting in memory for InfluxDB (`influxdb.buffer_max_mb`).
-pub const DEFAULT_BUFFER_BYTES: usize = 12 << 20;
+pub(crate) const DEFAULT_BUFFER_BYTES: usize = 12 << 20;
 
 /// Default bound of the points held until the clock is synchronized (`clock.hold_max_mb`).
 /// With `DEFAULT_BUFFER_BYTES`, 16 MiB: well inside the unit's `MemoryMax=64M`.
-pub const DEFAULT_HOLD_BYTES: usize = 4 << 20;
+pub(crate) const DEFAULT_HOLD_BYTES: usize = 4 << 20;
 
 /// What one line costs in memory, for the byte bounds.
-pub fn point_bytes(line: &str) -> usize {
+pub(crate) fn point_bytes(line: &str) -> usize {
     line.len() + POINT_OVERHEAD
 }
 
@@ -78,7 +78,8 @@ impl MemoryBuffer {
     }
 
     /// Bound the bytes held (`point_bytes`) instead of the default.
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
     }

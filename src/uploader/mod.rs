@@ -113,7 +113,7 @@ impl PointsTx {
         Ok(())
     }
 
-    pub fn send_timeout(
+    pub(crate) fn send_timeout(
         &self,
         p: PollLines,
         timeout: Duration,

@@ -55,7 +55,7 @@ pub struct Conflict {
 }
 
 impl Rejection {
-    pub fn parse(body: &str) -> Rejection {
+    pub(crate) fn parse(body: &str) -> Rejection {
         let message = serde_json::from_str::<serde_json::Value>(body)
             .ok()
             .and_then(|v| {
@@ -93,7 +93,7 @@ impl Rejection {
 
     /// The lines of `lines` (by index) that the message names as unparsable, with the
     /// server's reason for each.
-    pub fn unparsable(&self, lines: &[String]) -> Vec<(usize, String)> {
+    pub(crate) fn unparsable(&self, lines: &[String]) -> Vec<(usize, String)> {
         const MARK: &str = "unable to parse '";
         if !self.message.contains(MARK) {
             return Vec::new();
@@ -124,7 +124,7 @@ pub trait Sink: Send {
     fn describe(&self) -> String;
 }
 
-pub struct StdoutSink {
+pub(crate) struct StdoutSink {
     pub requests: u64,
 }
 
@@ -239,7 +239,7 @@ impl InfluxSink {
 /// How much of an answer's body is kept for the log (a rejection keeps all that was read).
 const SHOWN: usize = 500;
 
-pub fn classify(status: u16, mut body: String, after: Option<Duration>) -> Outcome {
+pub(crate) fn classify(status: u16, mut body: String, after: Option<Duration>) -> Outcome {
     if !matches!(status, 400 | 422) {
         crate::http::cut(&mut body, SHOWN);
     }

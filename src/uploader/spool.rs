@@ -53,7 +53,7 @@ struct Inflight {
 impl SpoolOptions {
     /// The defaults of the configuration, for tests.
     #[cfg(test)]
-    pub fn defaults_for_test() -> SpoolOptions {
+    pub(crate) fn defaults_for_test() -> SpoolOptions {
         SpoolOptions {
             dir: PathBuf::new(),
             window: Duration::from_secs(1),
