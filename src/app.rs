@@ -9,10 +9,12 @@
 
 use crate::batch::fetch::Fetcher;
 use crate::batch::outbox::{self, Outbox};
-use crate::batch::{OutboxItem, OwnerCommand};
+use crate::batch::{OutboxItem, OwnerCommand, OwnerTx};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::modbus::transport::Transport;
 use crate::modbus::transport_for;
+use crate::poller::mux::{Bell, Mux};
 use crate::poller::Poller;
 use crate::status::{lock, Board, Liveness, MachineStatus};
 use crate::uploader::buffer::Buffer;
@@ -100,6 +102,8 @@ pub struct Running {
     /// that wake together made them queue on the channel's lock (futex calls on every poll).
     shutdown: Vec<Sender<()>>,
     pollers: Vec<JoinHandle<()>>,
+    /// Rung after the stop signals are dropped: the TCP pollers' loop waits on sockets.
+    bells: Vec<Arc<Bell>>,
     /// The outbox and the new-batches thread.
     others: Vec<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
@@ -115,6 +119,9 @@ impl Running {
 
     fn stop(&mut self) {
         self.shutdown.clear();
+        for b in self.bells.drain(..) {
+            b.ring();
+        }
         for h in self.pollers.drain(..).chain(self.others.drain(..)) {
             if h.join().is_err() {
                 log::error!("a thread panicked");
@@ -201,15 +208,40 @@ pub fn start(
         let beat = liveness.register("uploader");
         spawn("uploader", move || up.run(points_rx, beat))?
     };
+    // Modbus TCP endpoints that need no name lookup share one thread (`poller::mux`); the
+    // others have their own.
+    let mut transports: Vec<Box<dyn Transport>> = config
+        .endpoints
+        .iter()
+        .map(|ep| transport_for(&ep.kind, ep.timeout))
+        .collect();
+    let shared: Vec<bool> = transports
+        .iter_mut()
+        .map(|t| t.readiness().is_some())
+        .collect();
+    let bell = if shared.contains(&true) {
+        Some(Bell::pair()?)
+    } else {
+        None
+    };
     // The batch workflow: one command channel per endpoint owner, one outbox.
     let batch_on = config
         .machines
         .iter()
         .any(|m| m.finish.is_some() || m.batch_write.is_some());
-    let (command_txs, command_rxs): (Vec<_>, Vec<_>) = config
-        .endpoints
+    let (command_txs, command_rxs): (Vec<_>, Vec<_>) = shared
         .iter()
-        .map(|_| bounded::<OwnerCommand>(COMMAND_CHANNEL))
+        .map(|&shared| {
+            let (tx, rx) = bounded::<OwnerCommand>(COMMAND_CHANNEL);
+            let ring = match (&bell, shared) {
+                (Some((bell, _)), true) => {
+                    let bell = bell.clone();
+                    Some(Arc::new(move || bell.ring()) as Arc<dyn Fn() + Send + Sync>)
+                }
+                _ => None,
+            };
+            (OwnerTx::new(tx, ring), rx)
+        })
         .unzip();
     let (outbox_tx, outbox_rx) = bounded::<OutboxItem>(OUTBOX_CHANNEL);
     let mut others = Vec::new();
@@ -256,11 +288,13 @@ pub fn start(
         }
     }
     let mut pollers = Vec::new();
-    for ((i, ep), commands) in config.endpoints.iter().enumerate().zip(command_rxs) {
+    let mut muxed = Vec::new();
+    let endpoints = config.endpoints.iter().enumerate();
+    for (((i, ep), commands), transport) in endpoints.zip(command_rxs).zip(transports) {
         let mut poller = Poller::new(
             config,
             i,
-            transport_for(&ep.kind, ep.timeout),
+            transport,
             &board.machines,
             points_tx.clone(),
             clock.clone(),
@@ -268,11 +302,24 @@ pub fn start(
         if batch_on {
             poller = poller.with_batch(config, commands, outbox_tx.clone());
         }
+        if shared[i] {
+            muxed.push(poller);
+            continue;
+        }
         let beat = liveness.register(&format!("poller {}", ep.name));
         let shutdown = stop_signal();
         pollers.push(spawn(&format!("poll {}", ep.name), move || {
             poller.run(shutdown, beat)
         })?);
+    }
+    let mut bells = Vec::new();
+    if let Some((bell, rx)) = bell {
+        let n = muxed.len();
+        let mux = Mux::new(muxed, rx);
+        let beat = liveness.register(&format!("pollers ({n} Modbus TCP endpoints)"));
+        let shutdown = stop_signal();
+        pollers.push(spawn("poll tcp", move || mux.run(shutdown, beat))?);
+        bells.push(bell);
     }
     drop(points_tx);
     drop(outbox_tx);
@@ -282,6 +329,7 @@ pub fn start(
         liveness,
         shutdown: shutdown_txs,
         pollers,
+        bells,
         uploader: Some(uploader),
         influx_http: Some(influx_http),
         outbox_http,

@@ -76,6 +76,47 @@ struct Reads {
     last_problem: Option<String>,
 }
 
+/// Where a poll is: reading the read-once registers (block index), the group's blocks, done.
+#[derive(Clone, Copy)]
+enum Stage {
+    Once(usize),
+    Group(usize),
+    Done,
+}
+
+/// What a poll in progress does next (`Poller::next_request`).
+pub(crate) enum Step {
+    /// Read this block of this unit id, then hand the outcome to `Poller::on_reply`.
+    Read(u8, Arc<ReadBlock>),
+    /// Wait this long first (between blocks, or after a busy reply).
+    Wait(Duration),
+}
+
+/// One poll of one group in progress. The blocking driver (`Poller::poll_group`) and the
+/// readiness loop (`mux`) move it through the same steps.
+pub(crate) struct PollRun {
+    ui: usize,
+    gi: usize,
+    now: Instant,
+    at: SystemTime,
+    ts_ms: i64,
+    started: Instant,
+    requests_before: u64,
+    reads: Reads,
+    connected: bool,
+    stage: Stage,
+    /// Busy replies to the current block so far.
+    busy: u32,
+    /// Every read-once block read (none garbled).
+    once_ok: bool,
+    /// A wait asked for by the last reply (busy backoff).
+    wait: Option<Duration>,
+    /// The pause between blocks was taken for the current block.
+    paused: bool,
+    /// The block asked and not answered yet.
+    asking: Option<Arc<ReadBlock>>,
+}
+
 /// One machine behind the endpoint.
 struct Unit {
     machine: Machine,
@@ -114,6 +155,9 @@ pub struct Poller {
     /// Commands taken since the last poll.
     commands_in_turn: usize,
     outbox: Option<Sender<OutboxItem>>,
+    /// When the machines' one-line summaries are logged next, and the counts at the last.
+    summary_at: Instant,
+    summary_counts: Vec<(u64, u64)>,
 }
 
 impl Poller {
@@ -158,7 +202,6 @@ impl Poller {
         Poller {
             client: Client::new(transport),
             endpoint,
-            units,
             schedule,
             connect_problem: None,
             consecutive_timeouts: 0,
@@ -171,6 +214,9 @@ impl Poller {
             commands: crossbeam_channel::never(),
             commands_in_turn: 0,
             outbox: None,
+            summary_at: start + SUMMARY_EVERY,
+            summary_counts: vec![(0, 0); units.len()],
+            units,
         }
     }
 
@@ -267,7 +313,13 @@ impl Poller {
         if self.client.is_open() {
             return true;
         }
-        match self.client.transport().open() {
+        let opened = self.client.transport().open();
+        self.connect_outcome(now, opened)
+    }
+
+    /// How opening the connection went: log a change, back off the whole endpoint on failure.
+    fn connect_outcome(&mut self, now: Instant, opened: std::io::Result<()>) -> bool {
+        match opened {
             Ok(()) => {
                 self.connections += 1;
                 if let Some(p) = self.connect_problem.take() {
@@ -334,161 +386,226 @@ impl Poller {
         u.register_problem[r] = problem;
     }
 
-    /// Read the machine's read-once registers (on a new connection, or after it was away).
-    fn read_once(&mut self, ui: usize, reads: &mut Reads) {
-        let unit_id = self.units[ui].machine.unit_id;
-        let connection = self.connections;
-        let blocks = self.units[ui].once_blocks.clone();
-        let mut done = true;
-        for b in blocks {
-            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
-                Ok(reply) => {
-                    reads.answered = true;
-                    self.apply(ui, &b, &reply);
-                }
-                Err(ModbusError::Exception(e)) => {
-                    reads.answered = true;
-                    for &r in &b.members {
-                        self.register_problem(ui, r, Some(e.to_string()));
-                    }
-                }
-                Err(
-                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
-                ) => {
-                    reads.fatal = Some(e);
-                    done = false;
-                    break;
-                }
-                Err(e) => {
-                    self.count_error(ui, e.kind(), &e.to_string());
-                    done = false;
-                }
-            }
-        }
-        if done {
-            self.units[ui].once_read_on = Some(connection);
-        }
-    }
-
-    /// Read the group's blocks until one fails for good: a refused block is split, a busy
-    /// one asked again after a backoff.
-    fn read_group(&mut self, ui: usize, gi: usize, reads: &mut Reads) {
-        let unit_id = self.units[ui].machine.unit_id;
-        let mut i = 0;
-        let mut busy = 0u32;
-        if self.units[ui].groups[gi].blocks.is_empty() {
-            // Only read-once registers in this group: nothing to ask, their values go out
-            // with the group's points.
-            reads.answered = true;
-        }
-        while i < self.units[ui].groups[gi].blocks.len() {
-            if i > 0 && !self.endpoint.request_pause.is_zero() {
-                std::thread::sleep(self.endpoint.request_pause);
-            }
-            let b = Arc::clone(&self.units[ui].groups[gi].blocks[i]);
-            match self.client.read(unit_id, b.kind, b.address, b.quantity) {
-                Ok(reply) => {
-                    reads.answered = true;
-                    self.apply(ui, &b, &reply);
-                }
-                Err(ModbusError::Exception(e))
-                    if e.code == exception::SERVER_DEVICE_BUSY && busy < BUSY_RETRIES =>
-                {
-                    std::thread::sleep(BUSY_BACKOFF * 2u32.pow(busy));
-                    busy += 1;
-                    continue;
-                }
-                Err(
-                    e @ ModbusError::Exception(codec::Exception {
-                        code: exception::GATEWAY_TARGET_FAILED | exception::GATEWAY_PATH_UNAVAILABLE,
-                        ..
-                    }),
-                ) => {
-                    reads.fatal = Some(e);
-                    break;
-                }
-                Err(ModbusError::Exception(e))
-                    if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
-                {
-                    reads.answered = true;
-                    let u = &mut self.units[ui];
-                    if let Some(pieces) = plan::split(&u.machine.registers, &b, &u.machine.limits) {
-                        log::info!(
-                            "machine {}: {} {}+{} refused with exception 02; reading it as {} blocks from now on",
-                            u.machine.name,
-                            b.kind.as_str(),
-                            b.address,
-                            b.quantity,
-                            pieces.len()
-                        );
-                        u.groups[gi]
-                            .blocks
-                            .splice(i..=i, pieces.into_iter().map(Arc::new));
-                        continue;
-                    }
-                }
-                Err(ModbusError::Exception(e)) => {
-                    reads.answered = true;
-                    self.count_error(ui, "exception", &e.to_string());
-                    for &r in &b.members {
-                        self.units[ui].detector.update(r, None);
-                        self.register_problem(ui, r, Some(e.to_string()));
-                    }
-                }
-                Err(
-                    e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_)),
-                ) => {
-                    reads.fatal = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    // A garbled or misdirected reply: the block is lost for this poll. Over TCP
-                    // the stream is no longer trusted.
-                    self.count_error(ui, e.kind(), &e.to_string());
-                    for &r in &b.members {
-                        self.units[ui].detector.update(r, None);
-                    }
-                    reads.last_problem = Some(e.to_string());
-                    if self.client.transport().close_after_bad_reply() {
-                        self.client.transport().close();
-                        break;
-                    }
-                }
-            }
-            i += 1;
-            busy = 0;
-        }
-    }
-
-    /// Poll one group of one machine: every read block, decode, change detection. Returns the
-    /// lines produced.
-    fn poll_group(&mut self, ui: usize, gi: usize, now: Instant) -> Vec<String> {
-        let mut lines = Vec::new();
-        if !self.connect(now) {
-            let ts_ms = self.clock.now_ms();
-            self.stamped = ts_ms.is_some();
-            self.record_state(ui, now, ts_ms.unwrap_or(0), &mut lines);
-            return lines;
-        }
-        let ts = SystemTime::now();
+    /// Start a poll of one group of one machine; `connected` says whether the endpoint's
+    /// connection is open (when it is not, the poll only records the machine's state).
+    pub(crate) fn begin(&mut self, ui: usize, gi: usize, now: Instant, connected: bool) -> PollRun {
         // While the clock is not trusted, lines carry the placeholder timestamp 0 and the
         // uploader stamps them later from the monotonic clock.
+        let at = SystemTime::now();
         let ts_ms = self.clock.now_ms();
         self.stamped = ts_ms.is_some();
-        let ts_ms = ts_ms.unwrap_or(0);
-        let started = Instant::now();
-        let requests_before = self.client.requests;
-        let mut reads = Reads::default();
-        if self.units[ui].once_read_on != Some(self.connections) {
-            self.read_once(ui, &mut reads);
+        let stage = if !connected {
+            Stage::Done
+        } else if self.units[ui].once_read_on != Some(self.connections) {
+            Stage::Once(0)
+        } else {
+            Stage::Group(0)
+        };
+        let mut run = PollRun {
+            ui,
+            gi,
+            now,
+            at,
+            ts_ms: ts_ms.unwrap_or(0),
+            started: Instant::now(),
+            requests_before: self.client.requests,
+            reads: Reads::default(),
+            connected,
+            stage,
+            busy: 0,
+            once_ok: true,
+            wait: None,
+            paused: false,
+            asking: None,
+        };
+        if matches!(run.stage, Stage::Group(_)) {
+            self.enter_group(&mut run);
         }
-        if reads.fatal.is_none() {
-            self.read_group(ui, gi, &mut reads);
+        run
+    }
+
+    fn enter_group(&self, run: &mut PollRun) {
+        if self.units[run.ui].groups[run.gi].blocks.is_empty() {
+            // Only read-once registers in this group: nothing to ask, their values go out
+            // with the group's points.
+            run.reads.answered = true;
         }
-        let answered = reads.answered;
-        let latency = started.elapsed();
-        let requests = self.client.requests - requests_before;
-        self.conclude(ui, gi, reads, now, ts_ms, &mut lines);
+    }
+
+    /// What the poll asks next: a block to read, a pause first (between blocks, after a busy
+    /// reply), or nothing more (`None`: call `finish`).
+    pub(crate) fn next_request(&mut self, run: &mut PollRun) -> Option<Step> {
+        if let Some(d) = run.wait.take() {
+            return Some(Step::Wait(d));
+        }
+        loop {
+            match run.stage {
+                Stage::Done => return None,
+                Stage::Once(i) => {
+                    if let Some(b) = self.units[run.ui].once_blocks.get(i) {
+                        let b = Arc::clone(b);
+                        run.asking = Some(b.clone());
+                        return Some(Step::Read(self.units[run.ui].machine.unit_id, b));
+                    }
+                    if run.once_ok {
+                        self.units[run.ui].once_read_on = Some(self.connections);
+                    }
+                    run.stage = Stage::Group(0);
+                    self.enter_group(run);
+                }
+                Stage::Group(i) => {
+                    let u = &self.units[run.ui];
+                    let Some(b) = u.groups[run.gi].blocks.get(i) else {
+                        run.stage = Stage::Done;
+                        return None;
+                    };
+                    if i > 0 && !self.endpoint.request_pause.is_zero() && !run.paused {
+                        run.paused = true;
+                        return Some(Step::Wait(self.endpoint.request_pause));
+                    }
+                    let b = Arc::clone(b);
+                    run.asking = Some(b.clone());
+                    return Some(Step::Read(u.machine.unit_id, b));
+                }
+            }
+        }
+    }
+
+    /// What came back for the block `next_request` asked.
+    pub(crate) fn on_reply(&mut self, run: &mut PollRun, result: Result<Reply, ModbusError>) {
+        let Some(b) = run.asking.take() else { return };
+        run.paused = false;
+        let ui = run.ui;
+        match run.stage {
+            Stage::Once(i) => {
+                match result {
+                    Ok(reply) => {
+                        run.reads.answered = true;
+                        self.apply(ui, &b, &reply);
+                    }
+                    Err(ModbusError::Exception(e)) => {
+                        run.reads.answered = true;
+                        for &r in &b.members {
+                            self.register_problem(ui, r, Some(e.to_string()));
+                        }
+                    }
+                    Err(
+                        e @ ModbusError::Transport(
+                            TransportError::Timeout(_) | TransportError::Io(_),
+                        ),
+                    ) => {
+                        run.reads.fatal = Some(e);
+                        run.stage = Stage::Done;
+                        return;
+                    }
+                    Err(e) => {
+                        self.count_error(ui, e.kind(), &e.to_string());
+                        run.once_ok = false;
+                    }
+                }
+                run.stage = Stage::Once(i + 1);
+            }
+            Stage::Group(i) => self.on_group_reply(run, i, &b, result),
+            Stage::Done => {}
+        }
+    }
+
+    /// A group block's outcome: a refused block is split, a busy one asked again after a
+    /// backoff, a fatal one ends the poll.
+    fn on_group_reply(
+        &mut self,
+        run: &mut PollRun,
+        i: usize,
+        b: &ReadBlock,
+        result: Result<Reply, ModbusError>,
+    ) {
+        let (ui, gi) = (run.ui, run.gi);
+        match result {
+            Ok(reply) => {
+                run.reads.answered = true;
+                self.apply(ui, b, &reply);
+            }
+            Err(ModbusError::Exception(e))
+                if e.code == exception::SERVER_DEVICE_BUSY && run.busy < BUSY_RETRIES =>
+            {
+                run.wait = Some(BUSY_BACKOFF * 2u32.pow(run.busy));
+                run.busy += 1;
+                return;
+            }
+            Err(
+                e @ ModbusError::Exception(codec::Exception {
+                    code: exception::GATEWAY_TARGET_FAILED | exception::GATEWAY_PATH_UNAVAILABLE,
+                    ..
+                }),
+            ) => {
+                run.reads.fatal = Some(e);
+                run.stage = Stage::Done;
+                return;
+            }
+            Err(ModbusError::Exception(e))
+                if e.code == exception::ILLEGAL_DATA_ADDRESS && b.members.len() > 1 =>
+            {
+                run.reads.answered = true;
+                let u = &mut self.units[ui];
+                if let Some(pieces) = plan::split(&u.machine.registers, b, &u.machine.limits) {
+                    log::info!(
+                        "machine {}: {} {}+{} refused with exception 02; reading it as {} blocks from now on",
+                        u.machine.name,
+                        b.kind.as_str(),
+                        b.address,
+                        b.quantity,
+                        pieces.len()
+                    );
+                    u.groups[gi]
+                        .blocks
+                        .splice(i..=i, pieces.into_iter().map(Arc::new));
+                    return;
+                }
+            }
+            Err(ModbusError::Exception(e)) => {
+                run.reads.answered = true;
+                self.count_error(ui, "exception", &e.to_string());
+                for &r in &b.members {
+                    self.units[ui].detector.update(r, None);
+                    self.register_problem(ui, r, Some(e.to_string()));
+                }
+            }
+            Err(e @ ModbusError::Transport(TransportError::Timeout(_) | TransportError::Io(_))) => {
+                run.reads.fatal = Some(e);
+                run.stage = Stage::Done;
+                return;
+            }
+            Err(e) => {
+                // A garbled or misdirected reply: the block is lost for this poll. Over TCP
+                // the stream is no longer trusted.
+                self.count_error(ui, e.kind(), &e.to_string());
+                for &r in &b.members {
+                    self.units[ui].detector.update(r, None);
+                }
+                run.reads.last_problem = Some(e.to_string());
+                if self.client.transport().close_after_bad_reply() {
+                    self.client.transport().close();
+                    run.stage = Stage::Done;
+                    return;
+                }
+            }
+        }
+        run.stage = Stage::Group(i + 1);
+        run.busy = 0;
+    }
+
+    /// End a poll: the machine's health, its lines and batch workflow, its status entry.
+    pub(crate) fn finish(&mut self, run: PollRun) -> Vec<String> {
+        let mut lines = Vec::new();
+        let (ui, gi, now, ts_ms) = (run.ui, run.gi, run.now, run.ts_ms);
+        if !run.connected {
+            self.record_state(ui, now, ts_ms, &mut lines);
+            return lines;
+        }
+        let answered = run.reads.answered;
+        let latency = run.started.elapsed();
+        let requests = self.client.requests - run.requests_before;
+        self.conclude(ui, gi, run.reads, now, ts_ms, &mut lines);
         self.record_state(ui, now, ts_ms, &mut lines);
         let u = &mut self.units[ui];
         let poll = Polled {
@@ -497,7 +614,7 @@ impl Poller {
             requests,
             latency,
             points: lines.len(),
-            at: ts,
+            at: run.at,
         };
         let detector = &u.detector;
         u.entry.polled(&u.machine, poll, |r| detector.latest(r));
@@ -505,6 +622,23 @@ impl Poller {
             self.client.transport().close();
         }
         lines
+    }
+
+    /// Poll one group of one machine, blocking: every read block, decode, change detection.
+    /// Returns the lines produced.
+    fn poll_group(&mut self, ui: usize, gi: usize, now: Instant) -> Vec<String> {
+        let connected = self.connect(now);
+        let mut run = self.begin(ui, gi, now, connected);
+        while let Some(step) = self.next_request(&mut run) {
+            match step {
+                Step::Wait(d) => std::thread::sleep(d),
+                Step::Read(unit, b) => {
+                    let result = self.client.read(unit, b.kind, b.address, b.quantity);
+                    self.on_reply(&mut run, result);
+                }
+            }
+        }
+        self.finish(run)
     }
 
     /// After the requests: the machine's health (online, backoff, reconnect after a dead
@@ -649,14 +783,9 @@ impl Poller {
     /// The thread's loop: wait for the next event, handle it, until shutdown.
     pub fn run(mut self, shutdown: Receiver<()>, beat: Arc<Beat>) {
         self.beat = Some(beat.clone());
-        let mut summary_at = Instant::now() + SUMMARY_EVERY;
-        let mut last_counts: Vec<(u64, u64)> = vec![(0, 0); self.units.len()];
         loop {
             beat.check_in();
-            if Instant::now() >= summary_at {
-                summary_at += SUMMARY_EVERY;
-                self.summary(&mut last_counts);
-            }
+            self.summary(Instant::now());
             match self.next_event(&shutdown) {
                 Event::Shutdown => break,
                 event => self.handle(event),
@@ -716,9 +845,13 @@ impl Poller {
         }
     }
 
-    /// One line per machine at a low rate, instead of a line per poll.
-    fn summary(&self, last: &mut [(u64, u64)]) {
-        for (u, last) in self.units.iter().zip(last.iter_mut()) {
+    /// One line per machine at a low rate (when due), instead of a line per poll.
+    fn summary(&mut self, now: Instant) {
+        if now < self.summary_at {
+            return;
+        }
+        self.summary_at += SUMMARY_EVERY;
+        for (u, last) in self.units.iter().zip(self.summary_counts.iter_mut()) {
             let (online, polls, errors) = u.entry.counts();
             log::info!(
                 "machine {}: {}; {} polls and {} errors in the last {} min",
@@ -756,6 +889,7 @@ impl Poller {
 }
 
 pub(crate) mod batch;
+pub(crate) mod mux;
 pub(crate) mod schedule;
 
 #[cfg(test)]

@@ -548,7 +548,7 @@ fn sighup_reloads_the_login() {
 fn a_config_that_fails_to_start_falls_back_to_the_last_good_one() {
     // A config passes validation but cannot start when its threads cannot be created: as an
     // unprivileged user (its own uid, so no other test shares the count) under nproc 60, 80
-    // endpoints cannot.
+    // endpoints with a thread each cannot (RTU over TCP: Modbus TCP endpoints share one).
     let uid = "61234";
     let dir = TempDir::new("fallback");
     let regs = json!([{"kind": "holding", "address": 0, "type": "int16", "value": 853}]);
@@ -604,7 +604,11 @@ fn a_config_that_fails_to_start_falls_back_to_the_last_good_one() {
     );
     // One that cannot start: the gateway goes back to SECOND, the last good one.
     let many = (0..80)
-        .map(|i| machine(&format!("M{i}"), 20000 + i))
+        .map(|i| {
+            let mut m = machine(&format!("M{i}"), 20000 + i);
+            m["transport"] = json!("rtu_over_tcp");
+            m
+        })
         .collect();
     std::fs::write(&cfg, config(many)).expect("write");
     gw.signal("HUP");

@@ -7,10 +7,10 @@
 //! problem and skipped; nothing is written. A machine listed twice in one answer gets only
 //! its first entry that can be written.
 
-use super::{BatchOrder, MachineId, OwnerCommand};
+use super::{BatchOrder, MachineId, OwnerCommand, OwnerTx};
 use crate::config::{BatchWrite, Config};
 use crate::status::Beat;
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -136,7 +136,7 @@ pub(crate) struct Fetcher {
     machines: Vec<(String, Option<BatchWrite>)>,
     /// Owner (endpoint) of each machine, and each endpoint's command channel.
     owner: Vec<usize>,
-    commands: Vec<Sender<OwnerCommand>>,
+    commands: Vec<OwnerTx>,
     /// Problems seen in the previous answer (logged once while they persist).
     reported: HashSet<String>,
     /// Problems seen in the current answer.
@@ -152,7 +152,7 @@ impl Fetcher {
         config: &Config,
         ca: Option<&[ureq::tls::Certificate<'static>]>,
         url: String,
-        commands: Vec<Sender<OwnerCommand>>,
+        commands: Vec<OwnerTx>,
     ) -> Fetcher {
         Fetcher {
             agent: crate::http::agent(config.api.timeout, ca),
@@ -408,7 +408,12 @@ mod tests {
                 {"machine": "JET-01", "batch": "LOT-A", "id": 1}, {"machine": "JET-01", "batch": "LOT-B", "id": 2}]"#,
         );
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let mut f = Fetcher::new(&config, None, url, vec![tx]);
+        let mut f = Fetcher::new(
+            &config,
+            None,
+            url,
+            vec![super::super::OwnerTx::new(tx, None)],
+        );
         for _ in 0..3 {
             let sent = f.fetch_once();
             let names: Vec<&str> = sent.iter().map(|o| o.name.as_str()).collect();

@@ -93,6 +93,36 @@ pub(crate) enum OwnerCommand {
     NotListed { machine: MachineId },
 }
 
+/// The sending side of an owner's command channel. An owner that waits on its sockets rather
+/// than on the channel (`poller::mux`) gives a ring, called after each command is queued.
+#[derive(Clone)]
+pub(crate) struct OwnerTx {
+    tx: crossbeam_channel::Sender<OwnerCommand>,
+    ring: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl OwnerTx {
+    pub(crate) fn new(
+        tx: crossbeam_channel::Sender<OwnerCommand>,
+        ring: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    ) -> Self {
+        OwnerTx { tx, ring }
+    }
+
+    /// Queue a command (waiting at most `timeout` for room), then wake the owner.
+    pub(crate) fn send_timeout(
+        &self,
+        cmd: OwnerCommand,
+        timeout: std::time::Duration,
+    ) -> Result<(), crossbeam_channel::SendTimeoutError<OwnerCommand>> {
+        self.tx.send_timeout(cmd, timeout)?;
+        if let Some(ring) = &self.ring {
+            ring();
+        }
+        Ok(())
+    }
+}
+
 /// A random identifier in the UUID v4 layout.
 pub fn new_id() -> String {
     let v = fastrand::u128(..);

@@ -27,7 +27,7 @@
 //! restart (its age is gone), it keeps the system's time and the log says so. The settled time
 //! is stored before the POST, so every retry sends the same body under the same key.
 
-use super::{rfc3339, Confirmation, FinishEvent, MachineId, OutboxItem, OwnerCommand};
+use super::{rfc3339, Confirmation, FinishEvent, MachineId, OutboxItem, OwnerCommand, OwnerTx};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::durable::{Log, LogOptions};
@@ -706,7 +706,7 @@ impl Outbox {
     pub(crate) fn run(
         mut self,
         rx: Receiver<OutboxItem>,
-        reply: Vec<Sender<OwnerCommand>>,
+        reply: Vec<OwnerTx>,
         shutdown: Receiver<()>,
         beat: Arc<Beat>,
     ) {

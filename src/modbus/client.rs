@@ -4,7 +4,8 @@
 
 use super::codec::Table;
 use super::codec::{self, BuildError, Exception, FrameError, Reply, Request};
-use super::transport::{Transport, TransportError};
+use super::transport::{Readiness, Transport, TransportError};
+use std::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModbusError {
@@ -111,5 +112,46 @@ impl Client {
         let t = self.next_transaction();
         let req = codec::write_single(self.transport.framing(), t, unit, address, value)?;
         self.run(req).map(|_| ())
+    }
+
+    /// The transport's readiness side, when a readiness loop can drive it.
+    pub(crate) fn readiness(&mut self) -> Option<&mut dyn Readiness> {
+        self.transport.readiness()
+    }
+
+    /// Send a read request without waiting for its reply (a readiness loop; `try_reply`
+    /// takes the reply).
+    pub(crate) fn send_read(
+        &mut self,
+        unit: u8,
+        kind: Table,
+        address: u16,
+        quantity: u16,
+    ) -> Result<Request, ModbusError> {
+        let t = self.next_transaction();
+        let req = codec::read(self.transport.framing(), t, unit, kind, address, quantity)?;
+        self.requests += 1;
+        self.readiness_or_err()?.send(&req)?;
+        Ok(req)
+    }
+
+    /// The reply to `req` if it has arrived whole, as data or a typed error.
+    pub(crate) fn try_reply(&mut self, req: &Request) -> Result<Option<Reply>, ModbusError> {
+        let Some(adu) = self.readiness_or_err()?.try_reply(req)? else {
+            return Ok(None);
+        };
+        match codec::parse(req, &adu)? {
+            Reply::Exception(e) => Err(ModbusError::Exception(e)),
+            reply => Ok(Some(reply)),
+        }
+    }
+
+    fn readiness_or_err(&mut self) -> Result<&mut dyn Readiness, TransportError> {
+        self.transport.readiness().ok_or_else(|| {
+            TransportError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this transport is not driven by readiness",
+            ))
+        })
     }
 }

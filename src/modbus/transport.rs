@@ -10,8 +10,8 @@
 
 use super::codec::{self, FrameError, Framing, Request};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,32 @@ pub trait Transport: Send {
     /// Send one request and return the ADU that answers it. Replies that belong to an earlier
     /// request (stale after a timeout) are discarded.
     fn exchange(&mut self, req: &Request) -> Result<Vec<u8>, TransportError>;
+    /// The same transport driven by a readiness loop, where it can be (Modbus TCP to an
+    /// address that needs no name lookup).
+    fn readiness(&mut self) -> Option<&mut dyn Readiness> {
+        None
+    }
+}
+
+/// A transport a readiness loop drives (`poller::mux`: one thread serving many endpoints):
+/// it opens without blocking, sends a request, and takes the reply when its socket is
+/// readable. The blocking `exchange` still works on it between two requests.
+pub trait Readiness {
+    /// Start opening the connection; `fd` is then polled for writing, and `connected` says
+    /// how it went. Does nothing when it is open.
+    fn start_open(&mut self) -> io::Result<()>;
+    /// The connection started by `start_open` is writable (or failed): finish it.
+    fn connected(&mut self) -> io::Result<()>;
+    /// The socket to poll, while connecting or connected.
+    fn fd(&self) -> Option<RawFd>;
+    /// Send one request, to be answered through `try_reply`.
+    fn send(&mut self, req: &Request) -> Result<(), TransportError>;
+    /// Read what has arrived without waiting: the ADU answering `req` when it is whole
+    /// (stale replies discarded), `None` while it is not.
+    fn try_reply(&mut self, req: &Request) -> Result<Option<Vec<u8>>, TransportError>;
+    /// The deadline of `req` passed: a partial reply leaves the stream out of step, so the
+    /// connection is closed; a clean timeout keeps it (a late reply is discarded by its id).
+    fn timed_out(&mut self);
 }
 
 /// Modbus TCP: one persistent connection; the MBAP transaction id pairs replies to requests.
@@ -62,6 +88,8 @@ pub struct TcpTransport {
     port: u16,
     timeout: Duration,
     stream: Option<TcpStream>,
+    /// A connection being opened by a readiness loop (`Readiness::start_open`).
+    connecting: Option<TcpStream>,
     /// The receive timeout the socket has now.
     read_timeout: Duration,
     /// Bytes received after the last whole reply (the start of a late one), read first next time.
@@ -75,6 +103,7 @@ impl TcpTransport {
             port,
             timeout,
             stream: None,
+            connecting: None,
             read_timeout: timeout,
             pending: Vec::new(),
         }
@@ -162,6 +191,224 @@ impl TcpTransport {
         let rest = buf.split_off(len);
         Ok(std::mem::replace(buf, rest))
     }
+}
+
+impl TcpTransport {
+    /// The address of a host given as an IP literal or `localhost`: one a readiness loop can
+    /// connect to without a (blocking) name lookup.
+    fn literal_addr(&self) -> Option<SocketAddr> {
+        let ip = match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) if self.host == "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Err(_) => return None,
+        };
+        Some(SocketAddr::new(ip, self.port))
+    }
+
+    /// A connection is open: the blocking side's options (for `exchange` between readiness
+    /// requests), set once per connection.
+    fn opened(&mut self, s: TcpStream) -> io::Result<()> {
+        s.set_nodelay(true)?;
+        s.set_write_timeout(Some(self.timeout))?;
+        s.set_read_timeout(Some(self.timeout))?;
+        self.read_timeout = self.timeout;
+        self.pending.clear();
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// Take what has arrived into `buf` without waiting, until it holds `want` bytes:
+    /// `false` when the socket has no more for now.
+    fn fill_now(&mut self, buf: &mut Vec<u8>, want: usize) -> Result<bool, TransportError> {
+        let fd = self
+            .stream
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connected"))?
+            .as_raw_fd();
+        let mut chunk = [0u8; codec::TCP_MAX_ADU];
+        while buf.len() < want {
+            // SAFETY: `fd` is the open socket `self.stream` owns; `chunk` is a writable buffer
+            // of the length given.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed by the device",
+                    )
+                    .into())
+                }
+                n if n > 0 => buf.extend_from_slice(&chunk[..n as usize]),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(false),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Readiness for TcpTransport {
+    fn start_open(&mut self) -> io::Result<()> {
+        if self.stream.is_some() {
+            return Ok(());
+        }
+        self.connecting = None;
+        let addr = self
+            .literal_addr()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP address"))?;
+        self.connecting = Some(connect_nonblocking(addr)?);
+        Ok(())
+    }
+
+    fn connected(&mut self) -> io::Result<()> {
+        let s = self
+            .connecting
+            .take()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "not connecting"))?;
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        // Not connected yet (polled too early): the peer address is unknown.
+        s.peer_addr()?;
+        s.set_nonblocking(false)?;
+        self.opened(s)
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        self.stream
+            .as_ref()
+            .or(self.connecting.as_ref())
+            .map(|s| s.as_raw_fd())
+    }
+
+    fn send(&mut self, req: &Request) -> Result<(), TransportError> {
+        TcpTransport::send(self, &req.adu)
+    }
+
+    fn try_reply(&mut self, req: &Request) -> Result<Option<Vec<u8>>, TransportError> {
+        let mut buf = std::mem::take(&mut self.pending);
+        loop {
+            let framed = self.fill_now(&mut buf, codec::MBAP_LEN).and_then(|whole| {
+                if !whole {
+                    return Ok(None);
+                }
+                let len = codec::tcp_adu_len(&buf[..codec::MBAP_LEN])?;
+                if !self.fill_now(&mut buf, len)? {
+                    return Ok(None);
+                }
+                let rest = buf.split_off(len);
+                Ok(Some(std::mem::replace(&mut buf, rest)))
+            });
+            match framed {
+                Ok(None) => {
+                    self.pending = buf;
+                    return Ok(None);
+                }
+                Ok(Some(adu)) if codec::tcp_transaction(&adu) == Some(req.transaction) => {
+                    self.pending = buf;
+                    return Ok(Some(adu));
+                }
+                Ok(Some(adu)) => log::debug!(
+                    "{}:{}: discarded a stale reply (transaction {:?}, waiting for {})",
+                    self.host,
+                    self.port,
+                    codec::tcp_transaction(&adu),
+                    req.transaction
+                ),
+                Err(e) => {
+                    self.close();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn timed_out(&mut self) {
+        if !self.pending.is_empty() {
+            self.close();
+        }
+    }
+}
+
+/// A TCP connection to `addr` started without waiting (non-blocking `connect(2)`): poll the
+/// stream for writing, then read its error.
+fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain socket(2); the descriptor is checked and then owned by the `TcpStream`.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new socket nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sin` is a valid sockaddr_in of the length given.
+            unsafe {
+                libc::connect(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: `sin6` is a valid sockaddr_in6 of the length given.
+            unsafe {
+                libc::connect(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(stream)
 }
 
 impl TcpTransport {
@@ -264,15 +511,7 @@ impl Transport for TcpTransport {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "host name did not resolve");
         for addr in (self.host.as_str(), self.port).to_socket_addrs()? {
             match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => {
-                    s.set_nodelay(true)?;
-                    s.set_write_timeout(Some(self.timeout))?;
-                    s.set_read_timeout(Some(self.timeout))?;
-                    self.read_timeout = self.timeout;
-                    self.pending.clear();
-                    self.stream = Some(s);
-                    return Ok(());
-                }
+                Ok(s) => return self.opened(s),
                 Err(e) => last = e,
             }
         }
@@ -283,7 +522,13 @@ impl Transport for TcpTransport {
         if let Some(s) = self.stream.take() {
             let _ = s.shutdown(Shutdown::Both);
         }
+        self.connecting = None;
         self.pending.clear();
+    }
+
+    fn readiness(&mut self) -> Option<&mut dyn Readiness> {
+        self.literal_addr()?;
+        Some(self)
     }
 
     fn exchange(&mut self, req: &Request) -> Result<Vec<u8>, TransportError> {
