@@ -1,14 +1,18 @@
-//! The endpoint owner thread. One `Poller` per endpoint (a TCP HMI, a TCP-to-RTU gateway, a
-//! serial bus) owns its connection and polls every machine (unit id) behind it when its
-//! `schedule` says a group is due, so no two requests ever overlap on one connection and no
-//! lock is needed. After a poll that answered it runs the machine's `batch` part; it reports
-//! what each poll did to the machine's entry on the status board (`status::machine`).
+//! The endpoint owner. One `Poller` per endpoint (a TCP HMI, a TCP-to-RTU gateway, a serial
+//! bus) owns its connection and polls every machine (unit id) behind it when its `schedule`
+//! says a group is due, so no two requests ever overlap on one connection and no lock is
+//! needed. A poll is a sequence of steps (`begin`, `next_request`, `on_reply`, `finish`):
+//! `run` walks them blocking, on a thread of the endpoint's own (serial lines, RTU over TCP,
+//! host names); `mux` walks them for every Modbus TCP endpoint on one readiness loop. After
+//! a poll that answered it runs the machine's `batch` part; it reports what each poll did to
+//! the machine's entry on the status board (`status::machine`).
 //!
-//! The loop is one closed `Event` type and one handler: a group due, a command from another
-//! thread (a batch to write, an outbox receipt), a wake for the watchdog, shutdown. It sleeps
-//! until the next due time or a command, and turns at least every `BEAT_EVERY` for the
-//! watchdog. Commands are taken before polls but at most `COMMANDS_PER_TURN` between two, so
-//! a saturated endpoint, where a poll is always due, still handles them.
+//! The own thread's loop is one closed `Event` type and one handler: a group due, a command
+//! from another thread (a batch to write, an outbox receipt), a wake for the watchdog,
+//! shutdown. It sleeps until the next due time or a command, and turns at least every
+//! `BEAT_EVERY` for the watchdog. Commands are taken before polls but at most
+//! `COMMANDS_PER_TURN` between two, so a saturated endpoint, where a poll is always due,
+//! still handles them.
 //!
 //! Failures: a connection that cannot be opened backs off (capped, jittered) for the whole
 //! endpoint; a machine that times out backs off alone, so a dead unit costs only its timeout;
@@ -33,7 +37,7 @@ use crate::status::{Beat, MachineStatus};
 use crate::uploader::{PointsTx, PollLines};
 use crate::watchdog;
 use batch::MachineBatch;
-use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender, TryRecvError, TrySendError};
 use schedule::{Group, Schedule};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -750,19 +754,33 @@ impl Poller {
         self.schedule.advance(ui, gi, now);
     }
 
-    fn send(&self, lines: Vec<String>) {
+    /// Hand one poll's lines to the uploader, waiting while its channel is full. `quiet`: do
+    /// not ring it (the caller rings once for all it sent together); returns whether
+    /// anything was sent unrung.
+    fn send(&self, lines: Vec<String>, quiet: bool) -> bool {
         if lines.is_empty() {
-            return;
+            return false;
         }
         let mut msg = PollLines {
             lines,
             taken: Instant::now(),
             stamped: self.stamped,
         };
+        if quiet {
+            match self.out.try_send_quiet(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) => {
+                    // What was sent unrung must be taken before there is room.
+                    self.out.ring();
+                    msg = m;
+                }
+            }
+        }
         let mut warned = false;
         loop {
             match self.out.send_timeout(msg, Duration::from_secs(1)) {
-                Ok(()) => return,
+                Ok(()) => return false,
                 Err(SendTimeoutError::Timeout(m)) => {
                     // Backpressure: the uploader is behind. Waiting delays polls; dropping
                     // would lose data.
@@ -775,7 +793,7 @@ impl Poller {
                     }
                     msg = m;
                 }
-                Err(SendTimeoutError::Disconnected(_)) => return,
+                Err(SendTimeoutError::Disconnected(_)) => return false,
             }
         }
     }
@@ -838,7 +856,7 @@ impl Poller {
                 let now = Instant::now();
                 let lines = self.poll_group(ui, gi, now);
                 self.advance(ui, gi, now);
-                self.send(lines);
+                self.send(lines, false);
             }
             Event::Command(cmd) => self.command(cmd),
             Event::Wake | Event::Shutdown => {}

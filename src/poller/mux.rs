@@ -74,6 +74,8 @@ struct Slot {
 pub(crate) struct Mux {
     slots: Vec<Slot>,
     bell: UnixStream,
+    /// Polls sent to the uploader without ringing it: it is rung once per turn of the loop.
+    unrung: bool,
 }
 
 impl Mux {
@@ -87,7 +89,11 @@ impl Mux {
                 state: State::Idle,
             })
             .collect();
-        Mux { slots, bell }
+        Mux {
+            slots,
+            bell,
+            unrung: false,
+        }
     }
 
     /// The loop: start what is due, wait for sockets, the bell or the next time, handle what
@@ -126,6 +132,11 @@ impl Mux {
                         fds.push(pollfd(fd, events));
                         owners.push(i);
                     }
+                }
+            }
+            if std::mem::take(&mut self.unrung) {
+                if let Some(s) = self.slots.first() {
+                    s.poller.out.ring();
                 }
             }
             // Zero when something is due already: then only what is ready now is taken.
@@ -283,7 +294,7 @@ impl Mux {
                     let (ui, gi, due) = (run.ui, run.gi, run.now);
                     let lines = p.finish(run);
                     p.advance(ui, gi, due);
-                    p.send(lines);
+                    self.unrung |= p.send(lines, true);
                     slot.state = State::Idle;
                     return;
                 }

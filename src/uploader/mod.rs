@@ -44,7 +44,9 @@ use crate::clock::{wall_ms, Clock};
 use crate::lineproto::FieldType;
 use crate::status::{lock, Beat, UploaderStatus};
 use buffer::Buffer;
-use crossbeam_channel::{bounded, Receiver, SendError, SendTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{
+    bounded, Receiver, SendError, SendTimeoutError, Sender, TryRecvError, TrySendError,
+};
 use journal::{Journal, JournalOptions, Replayed};
 use rejected::RejectedFile;
 use sink::{Outcome, Rejection, Sink};
@@ -121,6 +123,17 @@ impl PointsTx {
         self.tx.send_timeout(p, timeout)?;
         self.bell.ring();
         Ok(())
+    }
+
+    /// Send without waiting and without ringing: a sender with several polls at once sends
+    /// them all, then rings once (`ring`), so the uploader wakes once for them. A full
+    /// channel hands `p` back (ring, then wait with `send_timeout`).
+    pub(crate) fn try_send_quiet(&self, p: PollLines) -> Result<(), TrySendError<PollLines>> {
+        self.tx.try_send(p)
+    }
+
+    pub(crate) fn ring(&self) {
+        self.bell.ring();
     }
 }
 
@@ -229,7 +242,7 @@ pub struct Uploader {
     /// Lines set aside during the current write request.
     set_aside_now: usize,
     /// The worker that makes the HTTP calls.
-    http: Sender<String>,
+    http: BodyTx,
     outcomes: Receiver<Outcome>,
     /// Rung by the HTTP worker after each outcome.
     bell: Bell,
@@ -246,16 +259,53 @@ pub struct Uploader {
 /// The `influx-http` worker: makes the write requests the uploader hands it, one at a time, so
 /// a hanging server never stops the uploader's loop. The wiring function runs it on a thread
 /// of its own; it ends when the uploader drops its sender.
+/// The uploader's side of the request bodies' channel to its HTTP worker: rings the worker
+/// after each send, and when it goes.
+struct BodyTx {
+    tx: Sender<String>,
+    bell: Bell,
+}
+
+impl BodyTx {
+    fn send(&self, body: String) -> Result<(), SendError<String>> {
+        self.tx.send(body)?;
+        self.bell.ring();
+        Ok(())
+    }
+}
+
+impl Drop for BodyTx {
+    fn drop(&mut self) {
+        self.bell.ring();
+    }
+}
+
+struct BodyRx {
+    rx: Receiver<String>,
+    bell: Bell,
+}
+
 pub struct HttpWorker {
     sink: Box<dyn Sink>,
-    bodies: Receiver<String>,
+    bodies: BodyRx,
     outcomes: Sender<Outcome>,
     bell: Bell,
 }
 
 impl HttpWorker {
     pub fn run(mut self) {
-        for body in &self.bodies {
+        // Parked between requests and rung by the uploader (`BodyTx`): a blocking channel
+        // receive spins and yields the CPU a few times before it sleeps, on every request.
+        self.bodies.bell.bind();
+        loop {
+            let body = match self.bodies.rx.try_recv() {
+                Ok(body) => body,
+                Err(TryRecvError::Empty) => {
+                    std::thread::park();
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
             if self.outcomes.send(self.sink.write(&body)).is_err() {
                 break;
             }
@@ -283,6 +333,17 @@ impl Uploader {
         }
         let batch = settings.max_points_per_write.max(1);
         let (http, bodies) = bounded::<String>(1);
+        let worker_bell = Bell::default();
+        let (http, bodies) = (
+            BodyTx {
+                tx: http,
+                bell: worker_bell.clone(),
+            },
+            BodyRx {
+                rx: bodies,
+                bell: worker_bell,
+            },
+        );
         let (outcome_tx, outcomes) = bounded::<Outcome>(1);
         let bell = Bell::default();
         let worker = HttpWorker {
