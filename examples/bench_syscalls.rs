@@ -47,6 +47,15 @@ fn thread_role(task_dir: &std::path::Path) -> String {
 /// Calls per syscall kind, and per thread (by its name, numbers dropped: "poll M07" counts
 /// as "poll"), from `strace -f -o` output ("TID name(args) = ret" lines; a call interrupted
 /// and resumed counts once, at its start).
+/// Modbus TCP read requests in an `strace` trace: the 12-byte sends (MBAP header and a
+/// read PDU), whether the call was traced whole or `<unfinished ...>`.
+fn modbus_requests(trace: &str) -> u64 {
+    trace
+        .lines()
+        .filter(|l| l.contains(" sendto(") && l.contains(", 12, MSG_NOSIGNAL"))
+        .count() as u64
+}
+
 fn strace_counts(
     text: &str,
     pid: u32,
@@ -199,11 +208,24 @@ fn main() {
     let t1 = Instant::now();
     std::thread::sleep(duration);
     strace.signal("INT");
-    let polls = (served(&sim) - req1).max(1);
+    let served_traced = served(&sim) - req1;
     let traced = t1.elapsed().as_secs_f64();
     let _ = strace.child.wait();
-    let (counts, by_thread) =
-        strace_counts(&std::fs::read_to_string(&summary).unwrap_or_default(), pid);
+    // DG_BENCH_STRACE: keep the raw trace there (every call, by thread id) to look into.
+    if let Some(keep) = std::env::var_os("DG_BENCH_STRACE") {
+        if let Err(e) = std::fs::copy(&summary, &keep) {
+            eprintln!("cannot keep the trace: {e}");
+        }
+    }
+    let trace = std::fs::read_to_string(&summary).unwrap_or_default();
+    let (counts, by_thread) = strace_counts(&trace, pid);
+    // Syscalls per poll are counted over the trace, so the polls are too: the Modbus read
+    // requests the trace shows sent (the simulator's count covers a slightly shorter window,
+    // from after strace attached; dividing by it overstated every figure by up to 5 %).
+    let polls = match modbus_requests(&trace) {
+        0 => served_traced.max(1),
+        n => n,
+    };
     let threads_now = proc_status(pid, "Threads:");
     let code = gw.terminate(Duration::from_secs(10));
 
@@ -263,7 +285,7 @@ fn main() {
         WARM_UP.as_secs()
     );
     println!(
-        "  gateway polls (Modbus requests)  {polls_cpu} in the CPU window, {polls} under strace ({:.2} per machine per s)",
+        "  gateway polls (Modbus requests)  {polls_cpu} in the CPU window, {polls} sent in the trace ({:.2} per machine per s; {served_traced} counted by the simulator)",
         polls as f64 / machines as f64 / traced
     );
     println!("  syscalls per poll by kind (strace -f, {traced:.0} s):");
