@@ -8,7 +8,9 @@
 //! (tests/peers/block_poller.py: the original's thread per machine, one pymodbus
 //! read_holding_registers per planned block) polls the same simulator for the same time, and
 //! its CPU is measured the same way; then once more reading each register on its own, as the
-//! original does. Prints the figures, the ratio and the goals of issue 14.
+//! original does. Then a floor: a loop that only sends each request and takes its reply
+//! (`floor_loop`), what any poller pays here. Prints the figures, the ratios and the goals of
+//! issue 14.
 //! Figures, not assertions: `scripts/bench-syscalls [--duration 60]`.
 
 #[path = "../tests/util.rs"]
@@ -146,7 +148,82 @@ fn goal(ok: bool) -> &'static str {
     }
 }
 
+/// The floor (`--floor-loop ADDRESS QUANTITY PORT...`, run as a child of this benchmark): a
+/// poller that does nothing but the I/O each poll must do, on one thread: every second one
+/// read request per machine, then `ppoll` and a receive until every reply is whole. Its CPU
+/// is what the kernel's TCP path costs here for one send and one receive per poll; no
+/// poller can cost less, so it bounds the ratio to the Python baseline.
+fn floor_loop(args: &[String]) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let num = |i: usize| args.get(i).and_then(|v| v.parse::<u16>().ok()).unwrap_or(0);
+    let (address, quantity) = (num(0), num(1));
+    let mut socks: Vec<std::net::TcpStream> = args[2.min(args.len())..]
+        .iter()
+        .filter_map(|p| std::net::TcpStream::connect(("127.0.0.1", p.parse::<u16>().ok()?)).ok())
+        .collect();
+    for s in &socks {
+        let _ = s.set_nodelay(true);
+        let _ = s.set_nonblocking(true);
+    }
+    let want = 9 + 2 * usize::from(quantity);
+    let [ah, al] = address.to_be_bytes();
+    let [qh, ql] = quantity.to_be_bytes();
+    println!("ready");
+    let mut next = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut t: u16 = 0;
+    loop {
+        t = t.wrapping_add(1);
+        let [th, tl] = t.to_be_bytes();
+        let req = [th, tl, 0, 0, 0, 6, 1, 3, ah, al, qh, ql];
+        for s in &mut socks {
+            let _ = s.write_all(&req);
+        }
+        let mut got = vec![0usize; socks.len()];
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while got.iter().any(|&g| g < want) && Instant::now() < deadline {
+            let mut fds: Vec<libc::pollfd> = socks
+                .iter()
+                .zip(&got)
+                .filter(|(_, &g)| g < want)
+                .map(|(s, _)| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let ts = libc::timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            };
+            // SAFETY: `fds` is a valid slice of pollfd of the length given; `ts` outlives the call.
+            unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    &ts,
+                    std::ptr::null(),
+                )
+            };
+            for (s, g) in socks.iter_mut().zip(got.iter_mut()) {
+                if *g < want {
+                    if let Ok(n) = s.read(&mut buf) {
+                        *g += n;
+                    }
+                }
+            }
+        }
+        next += Duration::from_secs(1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--floor-loop") {
+        return floor_loop(&argv[i + 1..]);
+    }
     let machines = arg("--machines", 50.0) as usize;
     let nregs = arg("--registers", 40.0) as usize;
     let duration = Duration::from_secs_f64(arg("--duration", 60.0));
@@ -263,6 +340,23 @@ fn main() {
     };
     let (py_cpu, py_hwm, py_polls) = baseline("python-blocks", &per_block);
     let (pf_cpu, pf_hwm, pf_polls) = baseline("python-fields", &per_field);
+    // The floor: only the I/O of each poll (the first planned block), measured the same way.
+    let floor_cpu = {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let mut cmd = Command::new(exe);
+        cmd.arg("--floor-loop")
+            .arg(blocks[0].address.to_string())
+            .arg(blocks[0].quantity.to_string())
+            .args(ports.iter().map(|p| p.to_string()));
+        let fl = Proc::spawn("floor", &mut cmd, dir.path());
+        if wait_until(Duration::from_secs(10), || fl.output().contains("ready")) {
+            std::thread::sleep(WARM_UP);
+            cpu_over(fl.child.id(), duration).0
+        } else {
+            println!("  the floor loop did not start:\n{}", fl.dump());
+            f64::NAN
+        }
+    };
     drop(sim);
 
     let secs = duration.as_secs_f64();
@@ -359,6 +453,12 @@ fn main() {
     );
     let ratio = py_cpu / gw_floor;
     println!("  ratio Python / gateway           {ratio:.1}x");
+    println!(
+        "  floor (send + receive only)      {:.3} % of one core: Python / floor {:.1}x, gateway / floor {:.1}x",
+        100.0 * floor_cpu,
+        py_cpu / floor_cpu.max(0.01 / duration.as_secs_f64()),
+        gw_cpu / floor_cpu.max(0.01 / duration.as_secs_f64())
+    );
     println!("  goals (issue 14):");
     println!(
         "    <= 2.5 syscalls per poll       {per_poll:.2}: {}",

@@ -10,7 +10,7 @@
 
 use super::codec::{self, FrameError, Framing, Request};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ pub trait Transport: Send {
     /// request (stale after a timeout) are discarded.
     fn exchange(&mut self, req: &Request) -> Result<Vec<u8>, TransportError>;
     /// The same transport driven by a readiness loop, where it can be (Modbus TCP to an
-    /// address that needs no name lookup).
+    /// IP address: no name lookup).
     fn readiness(&mut self) -> Option<&mut dyn Readiness> {
         None
     }
@@ -194,14 +194,11 @@ impl TcpTransport {
 }
 
 impl TcpTransport {
-    /// The address of a host given as an IP literal or `localhost`: one a readiness loop can
-    /// connect to without a (blocking) name lookup.
+    /// The address of a host given as an IP address: one a readiness loop can connect to
+    /// without a (blocking) name lookup. A name, `localhost` too (it may be ::1 or
+    /// 127.0.0.1), is looked up as before, on a thread of the endpoint's own.
     fn literal_addr(&self) -> Option<SocketAddr> {
-        let ip = match self.host.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) if self.host == "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Err(_) => return None,
-        };
+        let ip = self.host.parse::<IpAddr>().ok()?;
         Some(SocketAddr::new(ip, self.port))
     }
 

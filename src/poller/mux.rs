@@ -6,11 +6,13 @@
 //! switching threads; here one wake-up sends every request that is due and takes every reply
 //! that has come, so a poll costs one send and one receive, plus a share of one `ppoll`.
 //!
-//! Only endpoints whose transport has a readiness side (Modbus TCP to an IP address or
-//! `localhost`: connecting needs no name lookup) are served here; the others (serial lines,
+//! Only endpoints whose transport has a readiness side (Modbus TCP to an IP address:
+//! connecting needs no name lookup) are served here; the others (serial lines,
 //! RTU over TCP, host names) keep a thread of their own. What still blocks this thread, as it
 //! blocked an endpoint's own: a batch write-back after a poll (a few exchanges with a machine
-//! that just answered) and a full points channel (backpressure from the uploader).
+//! that just answered) and a full points channel (backpressure from the uploader). A deadline
+//! that passed meanwhile is checked against the socket first: a reply (or connection) that
+//! came in time is taken, not counted as a timeout.
 
 use super::{PollRun, Poller, Step, BEAT_EVERY, COMMANDS_PER_TURN};
 use crate::modbus::codec::Request;
@@ -119,6 +121,9 @@ impl Mux {
                 self.turn(i, now);
                 let slot = &mut self.slots[i];
                 let (at, events) = match &slot.state {
+                    // Commands left (more than a turn takes, or queued while it polled): the
+                    // next turn takes them, without waiting for the bell.
+                    State::Idle if !slot.poller.commands.is_empty() => (Some(now), 0),
                     State::Idle => (slot.poller.next_due().map(|(_, _, due)| due), 0),
                     State::Connecting { deadline, .. } => (Some(*deadline), libc::POLLOUT),
                     State::Asking { deadline, .. } => (Some(*deadline), libc::POLLIN),
@@ -188,27 +193,44 @@ impl Mux {
                     _ => {}
                 }
             }
+            // A deadline passed. The thread may have been held up (a write-back, a full
+            // uploader queue) while the socket got ready: what is there by now counts.
             State::Connecting {
                 ui,
                 gi,
                 due,
                 deadline,
             } if now >= deadline => {
-                p.client.transport().close();
-                let e = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
-                self.opened(i, ui, gi, due, Err(e));
+                let how = match p.client.readiness().map(|r| r.connected()) {
+                    Some(Err(e)) if e.kind() == io::ErrorKind::NotConnected => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection timed out",
+                    )),
+                    Some(how) => how,
+                    None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+                };
+                if how.is_err() {
+                    p.client.transport().close();
+                }
+                self.opened(i, ui, gi, due, how);
             }
             State::Asking {
-                mut run, deadline, ..
+                mut run,
+                req,
+                deadline,
             } if now >= deadline => {
-                if let Some(r) = p.client.readiness() {
-                    r.timed_out();
-                }
-                let timeout = p.endpoint.timeout;
-                p.on_reply(
-                    &mut run,
-                    Err(ModbusError::Transport(TransportError::Timeout(timeout))),
-                );
+                let result = match p.client.try_reply(&req) {
+                    Ok(Some(reply)) => Ok(reply),
+                    Ok(None) => {
+                        if let Some(r) = p.client.readiness() {
+                            r.timed_out();
+                        }
+                        let timeout = p.endpoint.timeout;
+                        Err(ModbusError::Transport(TransportError::Timeout(timeout)))
+                    }
+                    Err(e) => Err(e),
+                };
+                p.on_reply(&mut run, result);
                 self.drive(i, run);
             }
             State::Pausing { run, until } if now >= until => self.drive(i, run),
@@ -378,6 +400,58 @@ mod tests {
                     "registers": [{{"name": "level", "kind": "holding", "address": 0, "type": "uint16", "measurement": "medium_frequency_data"}}]}}]}}"#
         );
         config::validate_raw(config::parse(&text).expect("parse")).expect("valid")
+    }
+
+    /// The loop held up past a connection's and then a reply's deadline (a write-back, a full
+    /// uploader queue): what came meanwhile counts, nothing is taken for a timeout.
+    #[test]
+    fn what_came_while_the_loop_was_held_up_counts_though_its_deadline_passed() {
+        let cfg = config(0, 1);
+        let mut one = cfg.clone();
+        one.endpoints.truncate(1);
+        one.machines.truncate(1);
+        let sim = simulate::start(&one, Some("127.0.0.1"), 1.0).expect("simulator");
+        let port = sim.addresses.values().next().expect("address").port();
+        let mut cfg = config(port, 1);
+        cfg.endpoints.truncate(1);
+        cfg.machines.truncate(1);
+        let status = vec![Arc::new(Mutex::new(MachineStatus::default()))];
+        let (tx, rx) = crate::uploader::points_channel(16);
+        let ep = &cfg.endpoints[0];
+        let p = Poller::new(
+            &cfg,
+            0,
+            transport_for(&ep.kind, ep.timeout),
+            &status,
+            tx,
+            Arc::new(Clock::trusted()),
+        );
+        let (_bell, bell_rx) = Bell::pair().expect("bell");
+        let mut mux = Mux::new(vec![p], bell_rx);
+        let held_up = ep.timeout + Duration::from_millis(200);
+        mux.turn(0, Instant::now());
+        assert!(matches!(mux.slots[0].state, State::Connecting { .. }));
+        std::thread::sleep(held_up);
+        mux.turn(0, Instant::now());
+        assert!(
+            matches!(mux.slots[0].state, State::Asking { .. }),
+            "connected, and the request sent: {:?}",
+            lock(&status[0]).last_error
+        );
+        std::thread::sleep(held_up);
+        mux.turn(0, Instant::now());
+        assert!(matches!(mux.slots[0].state, State::Idle));
+        let st = lock(&status[0]).clone();
+        assert_eq!(
+            (st.online, st.polls),
+            (Some(true), 1),
+            "{:?}",
+            st.last_error
+        );
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+        assert!(rx
+            .try_iter()
+            .any(|p| p.lines.iter().any(|l| l.contains("level="))));
     }
 
     /// A live machine and one that accepts the connection but never answers, on one loop:

@@ -104,13 +104,18 @@ impl Bell {
 /// bell after each send (and when the last sender goes).
 #[derive(Clone)]
 pub struct PointsTx {
-    tx: Sender<PollLines>,
+    /// `None` only while dropping: the channel is closed before the ring, so an uploader
+    /// woken by the last sender's ring finds it closed.
+    tx: Option<Sender<PollLines>>,
     bell: Bell,
 }
 
 impl PointsTx {
     pub fn send(&self, p: PollLines) -> Result<(), SendError<PollLines>> {
-        self.tx.send(p)?;
+        let Some(tx) = &self.tx else {
+            return Err(SendError(p));
+        };
+        tx.send(p)?;
         self.bell.ring();
         Ok(())
     }
@@ -120,7 +125,10 @@ impl PointsTx {
         p: PollLines,
         timeout: Duration,
     ) -> Result<(), SendTimeoutError<PollLines>> {
-        self.tx.send_timeout(p, timeout)?;
+        let Some(tx) = &self.tx else {
+            return Err(SendTimeoutError::Disconnected(p));
+        };
+        tx.send_timeout(p, timeout)?;
         self.bell.ring();
         Ok(())
     }
@@ -129,7 +137,10 @@ impl PointsTx {
     /// them all, then rings once (`ring`), so the uploader wakes once for them. A full
     /// channel hands `p` back (ring, then wait with `send_timeout`).
     pub(crate) fn try_send_quiet(&self, p: PollLines) -> Result<(), TrySendError<PollLines>> {
-        self.tx.try_send(p)
+        match &self.tx {
+            Some(tx) => tx.try_send(p),
+            None => Err(TrySendError::Disconnected(p)),
+        }
     }
 
     pub(crate) fn ring(&self) {
@@ -139,7 +150,8 @@ impl PointsTx {
 
 impl Drop for PointsTx {
     fn drop(&mut self) {
-        // The last one gone ends the uploader's loop: it must look.
+        // The last one gone ends the uploader's loop: it must look, once it is gone.
+        drop(self.tx.take());
         self.bell.ring();
     }
 }
@@ -163,7 +175,7 @@ pub fn points_channel(cap: usize) -> (PointsTx, PointsRx) {
     let bell = Bell::default();
     (
         PointsTx {
-            tx,
+            tx: Some(tx),
             bell: bell.clone(),
         },
         PointsRx { rx, bell },
@@ -262,13 +274,18 @@ pub struct Uploader {
 /// The uploader's side of the request bodies' channel to its HTTP worker: rings the worker
 /// after each send, and when it goes.
 struct BodyTx {
-    tx: Sender<String>,
+    /// `None` only while dropping: the channel is closed before the last ring, so the worker
+    /// that wakes finds it closed.
+    tx: Option<Sender<String>>,
     bell: Bell,
 }
 
 impl BodyTx {
     fn send(&self, body: String) -> Result<(), SendError<String>> {
-        self.tx.send(body)?;
+        match &self.tx {
+            Some(tx) => tx.send(body)?,
+            None => return Err(SendError(body)),
+        }
         self.bell.ring();
         Ok(())
     }
@@ -276,6 +293,7 @@ impl BodyTx {
 
 impl Drop for BodyTx {
     fn drop(&mut self) {
+        drop(self.tx.take());
         self.bell.ring();
     }
 }
@@ -336,7 +354,7 @@ impl Uploader {
         let worker_bell = Bell::default();
         let (http, bodies) = (
             BodyTx {
-                tx: http,
+                tx: Some(http),
                 bell: worker_bell.clone(),
             },
             BodyRx {
