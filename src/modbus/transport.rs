@@ -214,6 +214,17 @@ impl TcpTransport {
         Ok(())
     }
 
+    /// A reply to an earlier request (late, after its timeout): dropped, noted in the debug log.
+    fn discarded(&self, adu: &[u8], req: &Request) {
+        log::debug!(
+            "{}:{}: discarded a stale reply (transaction {:?}, waiting for {})",
+            self.host,
+            self.port,
+            codec::tcp_transaction(adu),
+            req.transaction
+        );
+    }
+
     /// Take what has arrived into `buf` without waiting, until it holds `want` bytes:
     /// `false` when the socket has no more for now.
     fn fill_now(&mut self, buf: &mut Vec<u8>, want: usize) -> Result<bool, TransportError> {
@@ -318,13 +329,7 @@ impl Readiness for TcpTransport {
                     self.pending = buf;
                     return Ok(Some(adu));
                 }
-                Ok(Some(adu)) => log::debug!(
-                    "{}:{}: discarded a stale reply (transaction {:?}, waiting for {})",
-                    self.host,
-                    self.port,
-                    codec::tcp_transaction(&adu),
-                    req.transaction
-                ),
+                Ok(Some(adu)) => self.discarded(&adu, req),
                 Err(e) => {
                     self.close();
                     return Err(e);
@@ -539,15 +544,7 @@ impl Transport for TcpTransport {
                     self.pending = buf;
                     return Ok(adu);
                 }
-                Ok(adu) => {
-                    log::debug!(
-                        "{}:{}: discarded a stale reply (transaction {:?}, waiting for {})",
-                        self.host,
-                        self.port,
-                        codec::tcp_transaction(&adu),
-                        req.transaction
-                    );
-                }
+                Ok(adu) => self.discarded(&adu, req),
                 Err(e) => {
                     // A partial frame leaves the stream out of step, and an I/O error or a
                     // garbage header means the connection cannot be trusted: start afresh.
