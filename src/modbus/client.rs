@@ -79,10 +79,25 @@ impl Client {
     fn run(&mut self, req: Request) -> Result<Reply, ModbusError> {
         self.requests += 1;
         let adu = self.transport.exchange(&req)?;
-        match codec::parse(&req, &adu)? {
-            Reply::Exception(e) => Err(ModbusError::Exception(e)),
-            reply => Ok(reply),
-        }
+        answer(&req, &adu)
+    }
+
+    fn read_request(
+        &mut self,
+        unit: u8,
+        kind: Table,
+        address: u16,
+        quantity: u16,
+    ) -> Result<Request, ModbusError> {
+        let t = self.next_transaction();
+        Ok(codec::read(
+            self.transport.framing(),
+            t,
+            unit,
+            kind,
+            address,
+            quantity,
+        )?)
     }
 
     pub fn read(
@@ -92,8 +107,7 @@ impl Client {
         address: u16,
         quantity: u16,
     ) -> Result<Reply, ModbusError> {
-        let t = self.next_transaction();
-        let req = codec::read(self.transport.framing(), t, unit, kind, address, quantity)?;
+        let req = self.read_request(unit, kind, address, quantity)?;
         self.run(req)
     }
 
@@ -114,9 +128,14 @@ impl Client {
         self.run(req).map(|_| ())
     }
 
-    /// The transport's readiness side, when a readiness loop can drive it.
-    pub(crate) fn readiness(&mut self) -> Option<&mut dyn Readiness> {
-        self.transport.readiness()
+    /// The transport's readiness side (an error when a readiness loop cannot drive it).
+    pub(crate) fn readiness(&mut self) -> io::Result<&mut dyn Readiness> {
+        self.transport.readiness().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this transport is not driven by readiness",
+            )
+        })
     }
 
     /// Send a read request without waiting for its reply (a readiness loop; `try_reply`
@@ -128,30 +147,26 @@ impl Client {
         address: u16,
         quantity: u16,
     ) -> Result<Request, ModbusError> {
-        let t = self.next_transaction();
-        let req = codec::read(self.transport.framing(), t, unit, kind, address, quantity)?;
+        let req = self.read_request(unit, kind, address, quantity)?;
         self.requests += 1;
-        self.readiness_or_err()?.send(&req)?;
+        self.readiness().map_err(TransportError::from)?.send(&req)?;
         Ok(req)
     }
 
     /// The reply to `req` if it has arrived whole, as data or a typed error.
     pub(crate) fn try_reply(&mut self, req: &Request) -> Result<Option<Reply>, ModbusError> {
-        let Some(adu) = self.readiness_or_err()?.try_reply(req)? else {
-            return Ok(None);
-        };
-        match codec::parse(req, &adu)? {
-            Reply::Exception(e) => Err(ModbusError::Exception(e)),
-            reply => Ok(Some(reply)),
+        let readiness = self.readiness().map_err(TransportError::from)?;
+        match readiness.try_reply(req)? {
+            Some(adu) => answer(req, &adu).map(Some),
+            None => Ok(None),
         }
     }
+}
 
-    fn readiness_or_err(&mut self) -> Result<&mut dyn Readiness, TransportError> {
-        self.transport.readiness().ok_or_else(|| {
-            TransportError::Io(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this transport is not driven by readiness",
-            ))
-        })
+/// The reply `adu` to `req` as data, or a typed error (a Modbus exception included).
+fn answer(req: &Request, adu: &[u8]) -> Result<Reply, ModbusError> {
+    match codec::parse(req, adu)? {
+        Reply::Exception(e) => Err(ModbusError::Exception(e)),
+        reply => Ok(reply),
     }
 }

@@ -118,22 +118,17 @@ impl Mux {
             owners.clear();
             fds.push(pollfd(self.bell.as_raw_fd(), libc::POLLIN));
             for i in 0..self.slots.len() {
-                self.turn(i, now);
-                let slot = &mut self.slots[i];
-                let (at, events) = match &slot.state {
-                    // Commands left (more than a turn takes, or queued while it polled): the
-                    // next turn takes them, without waiting for the bell.
-                    State::Idle if !slot.poller.commands.is_empty() => (Some(now), 0),
-                    State::Idle => (slot.poller.next_due().map(|(_, _, due)| due), 0),
-                    State::Connecting { deadline, .. } => (Some(*deadline), libc::POLLOUT),
-                    State::Asking { deadline, .. } => (Some(*deadline), libc::POLLIN),
-                    State::Pausing { until, .. } => (Some(*until), 0),
-                };
-                if let Some(at) = at {
+                if let Some(at) = self.turn(i, now) {
                     wake = wake.min(at);
                 }
+                let slot = &mut self.slots[i];
+                let events = match &slot.state {
+                    State::Connecting { .. } => libc::POLLOUT,
+                    State::Asking { .. } => libc::POLLIN,
+                    State::Idle | State::Pausing { .. } => 0,
+                };
                 if events != 0 {
-                    if let Some(fd) = slot.poller.client.readiness().and_then(|r| r.fd()) {
+                    if let Some(fd) = slot.poller.client.readiness().ok().and_then(|r| r.fd()) {
                         fds.push(pollfd(fd, events));
                         owners.push(i);
                     }
@@ -171,8 +166,8 @@ impl Mux {
     }
 
     /// What is due for slot `i` at `now`: its commands and next poll when idle, the end of a
-    /// pause, a deadline passed.
-    fn turn(&mut self, i: usize, now: Instant) {
+    /// pause, a deadline passed. Returns when it next needs a turn.
+    fn turn(&mut self, i: usize, now: Instant) -> Option<Instant> {
         let slot = &mut self.slots[i];
         let p = &mut slot.poller;
         match std::mem::replace(&mut slot.state, State::Idle) {
@@ -190,7 +185,7 @@ impl Mux {
                 }
                 match p.next_due() {
                     Some((ui, gi, due)) if due <= now => self.start(i, ui, gi, now),
-                    _ => {}
+                    next => return idle_until(p, next, now),
                 }
             }
             // A deadline passed. The thread may have been held up (a write-back, a full
@@ -201,13 +196,12 @@ impl Mux {
                 due,
                 deadline,
             } if now >= deadline => {
-                let how = match p.client.readiness().map(|r| r.connected()) {
-                    Some(Err(e)) if e.kind() == io::ErrorKind::NotConnected => Err(io::Error::new(
+                let how = match p.client.readiness().and_then(|r| r.connected()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "connection timed out",
                     )),
-                    Some(how) => how,
-                    None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+                    how => how,
                 };
                 if how.is_err() {
                     p.client.transport().close();
@@ -222,7 +216,7 @@ impl Mux {
                 let result = match p.client.try_reply(&req) {
                     Ok(Some(reply)) => Ok(reply),
                     Ok(None) => {
-                        if let Some(r) = p.client.readiness() {
+                        if let Ok(r) = p.client.readiness() {
                             r.timed_out();
                         }
                         let timeout = p.endpoint.timeout;
@@ -236,6 +230,12 @@ impl Mux {
             State::Pausing { run, until } if now >= until => self.drive(i, run),
             other => slot.state = other,
         }
+        let slot = &self.slots[i];
+        match &slot.state {
+            State::Idle => idle_until(&slot.poller, slot.poller.next_due(), now),
+            State::Connecting { deadline, .. } | State::Asking { deadline, .. } => Some(*deadline),
+            State::Pausing { until, .. } => Some(*until),
+        }
     }
 
     /// Start the poll of (machine `ui`, group `gi`), due now: open the connection first when
@@ -246,14 +246,7 @@ impl Mux {
             let run = p.begin(ui, gi, due, true);
             return self.drive(i, run);
         }
-        let started = match p.client.readiness() {
-            Some(r) => r.start_open(),
-            None => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "this transport is not driven by readiness",
-            )),
-        };
-        match started {
+        match p.client.readiness().and_then(|r| r.start_open()) {
             Ok(()) => {
                 self.slots[i].state = State::Connecting {
                     ui,
@@ -280,10 +273,7 @@ impl Mux {
         let p = &mut slot.poller;
         match std::mem::replace(&mut slot.state, State::Idle) {
             State::Connecting { ui, gi, due, .. } => {
-                let how = match p.client.readiness() {
-                    Some(r) => r.connected(),
-                    None => Err(io::Error::from(io::ErrorKind::NotConnected)),
-                };
+                let how = p.client.readiness().and_then(|r| r.connected());
                 self.opened(i, ui, gi, due, how);
             }
             State::Asking {
@@ -342,6 +332,17 @@ impl Mux {
                 }
             }
         }
+    }
+}
+
+/// When an idle endpoint next needs a turn: at its next due time (`next`), or now when
+/// commands are left (more than a turn takes, or queued while it polled), without waiting for
+/// the bell.
+fn idle_until(p: &Poller, next: Option<(usize, usize, Instant)>, now: Instant) -> Option<Instant> {
+    if p.commands.is_empty() {
+        next.map(|(_, _, due)| due)
+    } else {
+        Some(now)
     }
 }
 

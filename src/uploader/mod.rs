@@ -100,18 +100,27 @@ impl Bell {
     }
 }
 
-/// The pollers' side of the points channel: a bounded channel that rings the uploader's
-/// bell after each send (and when the last sender goes).
-#[derive(Clone)]
-pub struct PointsTx {
-    /// `None` only while dropping: the channel is closed before the ring, so an uploader
-    /// woken by the last sender's ring finds it closed.
-    tx: Option<Sender<PollLines>>,
+/// The sending side of a bounded channel whose receiver sleeps parked: it rings the
+/// receiver's bell after each send, and when it goes (the last sender gone ends the
+/// receiver's loop).
+pub struct RungTx<T> {
+    /// `None` only while dropping: the channel is closed before the ring, so a receiver woken
+    /// by the last sender's ring finds it closed.
+    tx: Option<Sender<T>>,
     bell: Bell,
 }
 
-impl PointsTx {
-    pub fn send(&self, p: PollLines) -> Result<(), SendError<PollLines>> {
+impl<T> Clone for RungTx<T> {
+    fn clone(&self) -> Self {
+        RungTx {
+            tx: self.tx.clone(),
+            bell: self.bell.clone(),
+        }
+    }
+}
+
+impl<T> RungTx<T> {
+    pub fn send(&self, p: T) -> Result<(), SendError<T>> {
         let Some(tx) = &self.tx else {
             return Err(SendError(p));
         };
@@ -120,11 +129,7 @@ impl PointsTx {
         Ok(())
     }
 
-    pub(crate) fn send_timeout(
-        &self,
-        p: PollLines,
-        timeout: Duration,
-    ) -> Result<(), SendTimeoutError<PollLines>> {
+    pub(crate) fn send_timeout(&self, p: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         let Some(tx) = &self.tx else {
             return Err(SendTimeoutError::Disconnected(p));
         };
@@ -133,10 +138,10 @@ impl PointsTx {
         Ok(())
     }
 
-    /// Send without waiting and without ringing: a sender with several polls at once sends
-    /// them all, then rings once (`ring`), so the uploader wakes once for them. A full
+    /// Send without waiting and without ringing: a sender with several items at once sends
+    /// them all, then rings once (`ring`), so the receiver wakes once for them. A full
     /// channel hands `p` back (ring, then wait with `send_timeout`).
-    pub(crate) fn try_send_quiet(&self, p: PollLines) -> Result<(), TrySendError<PollLines>> {
+    pub(crate) fn try_send_quiet(&self, p: T) -> Result<(), TrySendError<T>> {
         match &self.tx {
             Some(tx) => tx.try_send(p),
             None => Err(TrySendError::Disconnected(p)),
@@ -148,38 +153,48 @@ impl PointsTx {
     }
 }
 
-impl Drop for PointsTx {
+impl<T> Drop for RungTx<T> {
     fn drop(&mut self) {
-        // The last one gone ends the uploader's loop: it must look, once it is gone.
         drop(self.tx.take());
         self.bell.ring();
     }
 }
 
-/// The uploader's side of the points channel (a `Receiver` for tests and benchmarks too).
-pub struct PointsRx {
-    rx: Receiver<PollLines>,
+/// The receiving side: the channel (a `Receiver` for tests and benchmarks too), and the bell
+/// its thread binds before it first sleeps.
+pub struct RungRx<T> {
+    rx: Receiver<T>,
     bell: Bell,
 }
 
-impl std::ops::Deref for PointsRx {
-    type Target = Receiver<PollLines>;
-    fn deref(&self) -> &Receiver<PollLines> {
+impl<T> std::ops::Deref for RungRx<T> {
+    type Target = Receiver<T>;
+    fn deref(&self) -> &Receiver<T> {
         &self.rx
     }
 }
 
-/// The bounded channel from the pollers to the uploader.
-pub fn points_channel(cap: usize) -> (PointsTx, PointsRx) {
+/// A bounded channel whose senders ring `bell` (one bell may serve several channels of one
+/// receiving thread).
+fn rung_channel<T>(cap: usize, bell: Bell) -> (RungTx<T>, RungRx<T>) {
     let (tx, rx) = bounded(cap);
-    let bell = Bell::default();
     (
-        PointsTx {
+        RungTx {
             tx: Some(tx),
             bell: bell.clone(),
         },
-        PointsRx { rx, bell },
+        RungRx { rx, bell },
     )
+}
+
+/// The pollers' side of the points channel.
+pub type PointsTx = RungTx<PollLines>;
+/// The uploader's side of the points channel.
+pub type PointsRx = RungRx<PollLines>;
+
+/// The bounded channel from the pollers to the uploader.
+pub fn points_channel(cap: usize) -> (PointsTx, PointsRx) {
+    rung_channel(cap, Bell::default())
 }
 
 pub struct UploaderSettings {
@@ -254,7 +269,8 @@ pub struct Uploader {
     /// Lines set aside during the current write request.
     set_aside_now: usize,
     /// The worker that makes the HTTP calls.
-    http: BodyTx,
+    /// Request bodies to the HTTP worker (parked between requests, rung after each).
+    http: RungTx<String>,
     outcomes: Receiver<Outcome>,
     /// Rung by the HTTP worker after each outcome.
     bell: Bell,
@@ -271,52 +287,20 @@ pub struct Uploader {
 /// The `influx-http` worker: makes the write requests the uploader hands it, one at a time, so
 /// a hanging server never stops the uploader's loop. The wiring function runs it on a thread
 /// of its own; it ends when the uploader drops its sender.
-/// The uploader's side of the request bodies' channel to its HTTP worker: rings the worker
-/// after each send, and when it goes.
-struct BodyTx {
-    /// `None` only while dropping: the channel is closed before the last ring, so the worker
-    /// that wakes finds it closed.
-    tx: Option<Sender<String>>,
-    bell: Bell,
-}
-
-impl BodyTx {
-    fn send(&self, body: String) -> Result<(), SendError<String>> {
-        match &self.tx {
-            Some(tx) => tx.send(body)?,
-            None => return Err(SendError(body)),
-        }
-        self.bell.ring();
-        Ok(())
-    }
-}
-
-impl Drop for BodyTx {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        self.bell.ring();
-    }
-}
-
-struct BodyRx {
-    rx: Receiver<String>,
-    bell: Bell,
-}
-
 pub struct HttpWorker {
     sink: Box<dyn Sink>,
-    bodies: BodyRx,
-    outcomes: Sender<Outcome>,
-    bell: Bell,
+    bodies: RungRx<String>,
+    /// Rings the uploader's bell after each outcome, and when the worker is gone.
+    outcomes: RungTx<Outcome>,
 }
 
 impl HttpWorker {
     pub fn run(mut self) {
-        // Parked between requests and rung by the uploader (`BodyTx`): a blocking channel
-        // receive spins and yields the CPU a few times before it sleeps, on every request.
+        // Parked between requests and rung by the uploader: a blocking channel receive
+        // spins and yields the CPU a few times before it sleeps, on every request.
         self.bodies.bell.bind();
         loop {
-            let body = match self.bodies.rx.try_recv() {
+            let body = match self.bodies.try_recv() {
                 Ok(body) => body,
                 Err(TryRecvError::Empty) => {
                     std::thread::park();
@@ -327,11 +311,8 @@ impl HttpWorker {
             if self.outcomes.send(self.sink.write(&body)).is_err() {
                 break;
             }
-            self.bell.ring();
         }
-        // Gone: the uploader must see it if it waits for an outcome.
-        drop(self.outcomes);
-        self.bell.ring();
+        // Gone (`outcomes` dropped, and rung): the uploader sees it if it waits for one.
     }
 }
 
@@ -350,25 +331,13 @@ impl Uploader {
             st.clock_synced = clock.is_synced();
         }
         let batch = settings.max_points_per_write.max(1);
-        let (http, bodies) = bounded::<String>(1);
-        let worker_bell = Bell::default();
-        let (http, bodies) = (
-            BodyTx {
-                tx: Some(http),
-                bell: worker_bell.clone(),
-            },
-            BodyRx {
-                rx: bodies,
-                bell: worker_bell,
-            },
-        );
-        let (outcome_tx, outcomes) = bounded::<Outcome>(1);
+        let (http, bodies) = rung_channel::<String>(1, Bell::default());
         let bell = Bell::default();
+        let (outcome_tx, outcomes) = rung_channel::<Outcome>(1, bell.clone());
         let worker = HttpWorker {
             sink,
             bodies,
             outcomes: outcome_tx,
-            bell: bell.clone(),
         };
         let rejected = settings
             .rejected_file
@@ -392,7 +361,7 @@ impl Uploader {
             oldest_since: None,
             last_problem: None,
             http,
-            outcomes,
+            outcomes: outcomes.rx,
             bell,
             points: None,
             beat: None,
